@@ -1,0 +1,119 @@
+"""How a compiled function's graph inputs and outputs connect to Python objects at each call.
+
+Every graph input has a Source (where its value comes from on this call) and every graph
+output a Sink (where its value goes). They are the only code that touches user objects per
+call, so they are kept to a few attribute reads and writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from graphc.tensor import Tensor
+
+
+class Source:
+    kind = "input"
+
+    def read(self, args: Sequence, host: dict) -> np.ndarray:
+        raise NotImplementedError
+
+
+@dataclass(eq=False)
+class ArgSource(Source):
+    """The index-th tensor among the call's (flattened) arguments."""
+
+    index: int
+    kind = "input"
+
+    def read(self, args, host):
+        a = args[self.index]
+        return a._data if isinstance(a, Tensor) else np.asarray(a)
+
+
+@dataclass(eq=False)
+class TensorSource(Source):
+    """A tensor that lives outside the function: a parameter, buffer or optimizer state."""
+
+    tensor: Tensor
+    kind: str = "capture"
+
+    def read(self, args, host):
+        return self.tensor._data
+
+
+@dataclass(eq=False)
+class GradSource(Source):
+    """The .grad of a tensor (gradient accumulation across calls)."""
+
+    tensor: Tensor
+    kind = "grad"
+
+    def read(self, args, host):
+        return self.tensor._grad._data
+
+
+@dataclass(eq=False)
+class HostGroup:
+    """A host function computing some scalars once per call (lr, step-dependent factors)."""
+
+    fn: Callable[[], Sequence[float]]
+    dtype: type
+
+
+@dataclass(eq=False)
+class HostSource(Source):
+    group: HostGroup
+    k: int
+    kind = "scalar"
+
+    def read(self, args, host):
+        return np.asarray(host[self.group][self.k], self.group.dtype)
+
+
+def evaluate_host(groups: Sequence[HostGroup]) -> dict:
+    return {g: tuple(g.fn()) for g in groups}
+
+
+class Sink:
+    def write(self, value: np.ndarray, args: Sequence) -> None:
+        raise NotImplementedError
+
+
+@dataclass(eq=False)
+class ReturnSink(Sink):
+    def write(self, value, args):  # return values are assembled by the caller
+        pass
+
+
+@dataclass(eq=False)
+class TensorSink(Sink):
+    """Writes a new value into a tensor in place, so every alias and view sees it."""
+
+    tensor: Tensor
+
+    def write(self, value, args):
+        t = self.tensor
+        np.copyto(t._data, value)
+        t._version[0] += 1
+
+
+@dataclass(eq=False)
+class GradSink(Sink):
+    tensor: Tensor
+
+    def write(self, value, args):
+        self.tensor._grad = Tensor._wrap(np.array(value))
+
+
+@dataclass(eq=False)
+class ArgGradSink(Sink):
+    index: int
+
+    def write(self, value, args):
+        a = args[self.index]
+        if isinstance(a, Tensor):
+            a._grad = Tensor._wrap(np.array(value))

@@ -1,0 +1,368 @@
+"""graphc.compile: trace a function (or Module) once per input signature, run the compiled
+graph on every call.
+
+A call flattens its arguments, looks up the traces cached for their signature (shapes,
+dtypes, requires_grad, and the values of non-tensor arguments) and takes the first whose
+guards still hold (a module's train/eval mode, hyperparameters, whether .grad is set). On a
+miss it traces, runs the pass pipeline and builds an executable. Then it binds the inputs,
+runs, writes state back and returns ordinary tensors.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from graphc.frontend.bindings import (
+    ArgGradSink,
+    GradSink,
+    HostGroup,
+    ReturnSink,
+    Sink,
+    Source,
+    TensorSink,
+    evaluate_host,
+)
+from graphc.frontend.pytree import flatten, unflatten
+from graphc.frontend.trace import Guard, Trace, _ArgKey
+from graphc.passes import PipelineResult, run_pipeline
+
+from graphc import debug, dispatch, state_version
+from graphc.errors import GraphcError, TraceError
+from graphc.interpreter import interpret
+from graphc.ir import Graph, GraphBuilder, Node
+from graphc.tensor import Tensor
+
+MAX_TRACES_PER_SIGNATURE = 8
+
+
+@dataclass
+class Entry:
+    """One trace of a function: its graphs, how to bind them, and when it still applies."""
+
+    traced: Graph
+    pipeline: PipelineResult
+    sources: list[Source]
+    sinks: list[Sink]
+    returns: Any  # the return value's structure; leaves are output indices
+    grad_clears: list[Tensor]
+    host_groups: list[HostGroup]
+    guards: list[Guard]
+    version: int
+    executable: Callable[[list[np.ndarray]], list[np.ndarray]]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def graph(self) -> Graph:
+        return self.pipeline.graph
+
+    def valid(self) -> bool:
+        return self.version == state_version.current() and all(g.holds() for g in self.guards)
+
+    def run(self, args: Sequence) -> Any:
+        host = evaluate_host(self.host_groups)
+        arrays = [s.read(args, host) for s in self.sources]
+        outs = self.executable(arrays)
+        for sink, value in zip(self.sinks, outs, strict=True):
+            sink.write(value, args)
+        for t in self.grad_clears:
+            t._grad = None
+        ret_def, spec = self.returns
+        leaves = [Tensor._wrap(np.array(outs[v])) if kind == "out" else v for kind, v in spec]
+        return unflatten(ret_def, leaves)
+
+
+def interpreter_executable(graph: Graph) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
+    return lambda arrays: interpret(graph, arrays)
+
+
+class CompiledFunction:
+    """What graphc.compile returns for a function: call it like the function."""
+
+    def __init__(self, fn: Callable, backend: Callable[[Graph], Callable] | None = None) -> None:
+        self.fn = fn
+        self.backend = backend or interpreter_executable
+        self.cache: dict[Any, list[Entry]] = {}
+        self.last: Entry | None = None
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args, **kwargs) -> Any:
+        if dispatch.is_tracing():  # called from another compiled function: trace through
+            return self.fn(*args, **kwargs)
+        leaves, treedef = flatten((args, kwargs))
+        key = (treedef, tuple(_leaf_signature(x) for x in leaves))
+        entry = self.lookup(key)
+        if entry is None:
+            entry = self._trace(args, kwargs, leaves, key)
+        self.last = entry
+        return entry.run(leaves)
+
+    def lookup(self, key) -> Entry | None:
+        for entry in self.cache.get(key, ()):
+            if entry.valid():
+                return entry
+        return None
+
+    def trace(self, *args, **kwargs) -> Entry:
+        """Traces and compiles for these arguments without running (for inspection)."""
+        leaves, treedef = flatten((args, kwargs))
+        key = (treedef, tuple(_leaf_signature(x) for x in leaves))
+        return self.lookup(key) or self._trace(args, kwargs, leaves, key)
+
+    def _trace(self, args, kwargs, leaves, key) -> Entry:
+        caller = dispatch.user_location(3)
+        t0 = time.perf_counter()
+        name = getattr(self.fn, "__name__", "fn")
+        trace = Trace(name)
+        names = _argument_names(self.fn, args, kwargs, len(leaves))
+        version = state_version.current()
+        symbolic = []
+        for i, (leaf, nm) in enumerate(zip(leaves, names, strict=True)):
+            symbolic.append(trace.add_arg(i, nm, leaf) if _is_tensor_like(leaf) else leaf)
+        (s_args, s_kwargs) = _rebuild(args, kwargs, symbolic)
+        try:
+            with dispatch.using(trace):
+                result = self.fn(*s_args, **s_kwargs)
+        except GraphcError as e:
+            where = f" (traced for the call at {caller})" if caller else ""
+            raise type(e)(f"{e}\n  while tracing {name}{where}").with_traceback(
+                e.__traceback__
+            ) from None
+        finally:
+            trace.finished = True
+        traced, sources, sinks, returns, clears = _finish(trace, result)
+        t1 = time.perf_counter()
+        pipeline = run_pipeline(traced)
+        executable = self.backend(pipeline.graph)
+        t2 = time.perf_counter()
+        entry = Entry(
+            traced,
+            pipeline,
+            sources,
+            sinks,
+            returns,
+            clears,
+            trace.host_groups,
+            trace.guards,
+            version,
+            executable,
+            {
+                "trace": t1 - t0,
+                **pipeline.seconds,
+                "backend": t2 - t1 - sum(pipeline.seconds.values()),
+            },
+        )
+        entries = self.cache.setdefault(key, [])
+        entries.append(entry)
+        if len(entries) > MAX_TRACES_PER_SIGNATURE:
+            entries.pop(0)
+        debug.report_compile(name, entry)
+        return entry
+
+
+def compile(fn: Callable | None = None, **options) -> Any:
+    """Compiles a training step or inference function (or a Module) into one graph.
+
+    Usable as `@graphc.compile`, `@graphc.compile()` or `graphc.compile(module)`.
+    """
+    if fn is None:
+        return lambda f: compile(f, **options)
+    from graphc.nn.module import Module
+
+    if isinstance(fn, Module):
+        return CompiledModule(fn, **options)
+    if not callable(fn):
+        raise TypeError(f"graphc.compile expects a function or a Module, got {type(fn).__name__}")
+    return CompiledFunction(fn, **options)
+
+
+class CompiledModule:
+    """A Module whose forward runs compiled; everything else is the module's own."""
+
+    def __init__(self, module, **options) -> None:
+        object.__setattr__(self, "module", module)
+
+        def forward(*args, **kwargs):
+            return module(*args, **kwargs)
+
+        forward.__name__ = type(module).__name__
+        object.__setattr__(self, "_compiled", CompiledFunction(forward, **options))
+
+    def __call__(self, *args, **kwargs):
+        return self._compiled(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self.module, name)
+
+    def __setattr__(self, name: str, value) -> None:
+        setattr(self.module, name, value)
+
+    def __repr__(self) -> str:
+        return f"CompiledModule({self.module!r})"
+
+
+# ---- finishing a trace ----------------------------------------------------------------------
+
+
+def _finish(trace: Trace, result):
+    """Turns a finished trace into a graph plus the bindings that run it."""
+    b = trace.builder
+    outputs: list[Node] = []
+    out_names: list[str] = []
+    sinks: list[Sink] = []
+    names = _tensor_names(trace.owners)
+
+    ret_leaves, ret_def = flatten(result)
+    spec = []
+    for k, leaf in enumerate(ret_leaves):
+        if isinstance(leaf, Tensor):
+            spec.append(("out", len(outputs)))
+            outputs.append(trace.node_of(leaf))
+            out_names.append("return" if len(ret_leaves) == 1 else f"return.{k}")
+            sinks.append(ReturnSink())
+        else:
+            spec.append(("const", leaf))
+    returns = (ret_def, spec)
+
+    for key, t in trace.written.items():
+        node = trace.current[key][1]
+        captured = trace.captured.get(key)
+        if captured is None or captured[1] is not node:
+            outputs.append(node)
+            out_names.append(names.get(id(t), (f"state{len(sinks)}", ""))[0])
+            sinks.append(TensorSink(t))
+    clears = []
+    for key, (holder, g) in trace.grads.items():
+        if g is None:
+            if isinstance(holder, Tensor):
+                clears.append(holder)
+            continue
+        node = trace.node_of(g)
+        if trace.grad_inputs.get(key) is node:
+            continue  # unchanged
+        outputs.append(node)
+        if isinstance(holder, _ArgKey):
+            out_names.append(f"arg{holder.index}.grad")
+            sinks.append(ArgGradSink(holder.index))
+        else:
+            out_names.append(names.get(id(holder), (f"tensor{len(sinks)}", ""))[0] + ".grad")
+            sinks.append(GradSink(holder))
+    out_names = _unique(out_names)
+
+    # Give captured inputs the names (and kinds) users know them by.
+    renames: dict[Node, tuple[str, str]] = {}
+    for t, node in trace.captured.values():
+        renames[node] = names.get(id(t), (node.name, "capture"))
+        trace.sources[node].kind = renames[node][1]
+    for key, node in trace.grad_inputs.items():
+        t = trace.grads[key][0]
+        renames[node] = (names.get(id(t), (node.name, ""))[0] + ".grad", "grad")
+    graph, env = _rename_inputs(Graph(b.nodes, outputs, out_names, b.name), renames)
+    meta = {"forward_nodes": trace.forward_end} if trace.forward_end is not None else {}
+    graph = graph.with_meta(**meta)
+    from graphc.verify import verify
+
+    verify(graph, after="trace")
+    sources = [trace.sources[_inverse(env, n)] for n in graph.inputs]
+    return graph, sources, sinks, returns, clears
+
+
+def _inverse(env: dict[Node, Node], new: Node) -> Node:
+    for old, n in env.items():
+        if n is new:
+            return old
+    raise KeyError(new)
+
+
+def _rename_inputs(graph: Graph, renames: dict[Node, tuple[str, str]]):
+    b = GraphBuilder(graph.name)
+    env: dict[Node, Node] = {}
+    for n in graph.nodes:
+        if n.is_input:
+            name, kind = renames.get(n, (n.name, n.attrs["kind"]))
+            new = b.add_input(name, n.type, kind)
+            new = Node("input", (), {"name": new.name, "kind": kind}, n.type, n.loc)
+            b.nodes[-1] = new
+        else:
+            ins = tuple(env[i] for i in n.inputs)
+            new = b.append(n if ins == n.inputs else Node(n.op, ins, n.attrs, n.type, n.loc))
+        env[n] = new
+    return Graph(
+        b.nodes, [env[o] for o in graph.outputs], graph.output_names, graph.name, graph.meta
+    ), env
+
+
+def _tensor_names(owners) -> dict[int, tuple[str, str]]:
+    """id(tensor) -> (name, kind) from the modules and optimizers the trace met:
+    ("fc1.weight", "param"), ("bn.running_mean", "buffer"), ("fc1.weight.exp_avg", "state").
+    Optimizers name their state after their parameters, so modules come first."""
+    names: dict[int, tuple[str, str]] = {}
+    ordered = sorted(owners, key=lambda o: hasattr(o, "param_groups"))
+    for owner in ordered:
+        named = getattr(owner, "_named_tensors", None)
+        if named is not None:
+            for name, t, kind in named(names):
+                names.setdefault(id(t), (name, kind))
+    return names
+
+
+def _unique(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        k = seen.get(n, 0)
+        seen[n] = k + 1
+        out.append(n if k == 0 else f"{n}_{k + 1}")
+    return out
+
+
+# ---- arguments ------------------------------------------------------------------------------
+
+
+def _is_tensor_like(x) -> bool:
+    return isinstance(x, (Tensor, np.ndarray))
+
+
+def _leaf_signature(x):
+    if isinstance(x, Tensor):
+        x._check_eager()
+        return ("T", tuple(x.shape), x.dtype.name, x.requires_grad)
+    if isinstance(x, np.ndarray):
+        return ("T", x.shape, x.dtype.str, False)
+    try:
+        hash(x)
+    except TypeError:
+        raise TraceError(
+            f"compiled functions take tensors, arrays, numbers, strings and "
+            f"tuples/lists/dicts of them; got an unhashable "
+            f"{type(x).__name__}"
+        ) from None
+    return ("C", type(x).__name__, x)
+
+
+def _argument_names(fn, args, kwargs, n: int) -> list[str]:
+    try:
+        bound = inspect.signature(fn).bind(*args, **kwargs)
+        top = list(bound.arguments.items())
+    except (TypeError, ValueError):
+        top = [(f"arg{i}", a) for i, a in enumerate(args)] + list(kwargs.items())
+    names = []
+    for name, value in top:
+        leaves, _ = flatten(value)
+        if len(leaves) == 1:
+            names.append(name)
+        else:
+            names += [f"{name}.{i}" for i in range(len(leaves))]
+    if len(names) != n:  # *args/**kwargs packing changed the order: fall back to positions
+        names = [f"arg{i}" for i in range(n)]
+    return names
+
+
+def _rebuild(args, kwargs, leaves):
+    _, treedef = flatten((args, kwargs))
+    return unflatten(treedef, leaves)

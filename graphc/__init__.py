@@ -1,0 +1,127 @@
+"""graphc: a deep-learning framework that is a compiler.
+
+PyTorch-style code (nn.Module, loss.backward(), optimizer.step()) runs eagerly on numpy, or,
+under @graphc.compile, is traced into a typed IR graph, differentiated symbolically,
+optimised and run as one compiled call per training step.
+"""
+
+from graphc import dtypes
+from graphc.dispatch import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from graphc.dtypes import bool_ as bool  # noqa: A001  (torch.bool)
+from graphc.dtypes import float32, float64, int32, int64
+from graphc.errors import DataError, GraphcError, ShapeError, StateDictError, TraceError
+from graphc.functions import (
+    abs,
+    add,
+    all,
+    amax,
+    amin,
+    any,
+    arange,
+    argmax,
+    argmin,
+    as_tensor,
+    cat,
+    clamp,
+    clip,
+    concat,
+    div,
+    empty,
+    eq,
+    exp,
+    flatten,
+    from_numpy,
+    full,
+    full_like,
+    ge,
+    gt,
+    le,
+    log,
+    log_softmax,
+    lt,
+    matmul,
+    max,
+    maximum,
+    mean,
+    min,
+    minimum,
+    mm,
+    mul,
+    ne,
+    neg,
+    ones,
+    ones_like,
+    permute,
+    pow,
+    rand,
+    rand_like,
+    randint,
+    randn,
+    randn_like,
+    relu,
+    reshape,
+    rsqrt,
+    sigmoid,
+    softmax,
+    sqrt,
+    square,
+    squeeze,
+    stack,
+    std,
+    sub,
+    sum,
+    t,
+    tanh,
+    tensor,
+    transpose,
+    unsqueeze,
+    var,
+    where,
+    zeros,
+    zeros_like,
+)
+from graphc.random import default_generator, manual_seed
+from graphc.tensor import Size, Tensor
+
+float = float32  # noqa: A001
+double = float64
+long = int64
+int = int32  # noqa: A001
+
+__version__ = "0.1.0"
+
+
+def compile(fn=None, **options):
+    """Compiles a training step or inference function (or a Module); see frontend/compile.py."""
+    from graphc.frontend.compile import compile as _compile
+
+    return _compile(fn, **options)
+
+
+def save(obj, path) -> None:
+    """Saves a state dict (nested dicts/lists of tensors and numbers), atomically, no pickle."""
+    from graphc.serialization import save as _save
+
+    _save(obj, path)
+
+
+def load(path):
+    from graphc.serialization import load as _load
+
+    return _load(path)
+
+
+def is_tensor(obj) -> bool:
+    return isinstance(obj, Tensor)
+
+
+def numel(input: Tensor) -> int:
+    return input.numel()
+
+
+def get_rng_state():
+    return default_generator.get_state()
+
+
+def set_rng_state(state) -> None:
+    default_generator.set_state(state)

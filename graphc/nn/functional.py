@@ -1,0 +1,374 @@
+"""nn.functional: PyTorch's functional layers, built from graphc's primitive ops."""
+
+from __future__ import annotations
+
+from graphc import dispatch, dtypes
+from graphc import functions as G
+from graphc.errors import GraphcError, ShapeError
+from graphc.tensor import Tensor
+
+apply = dispatch.apply
+
+# Activations and normalisers are the tensor functions themselves.
+relu_ = G.relu
+sigmoid = G.sigmoid
+tanh = G.tanh
+softmax = G.softmax
+log_softmax = G.log_softmax
+flatten = G.flatten
+
+
+def relu(input: Tensor, inplace: bool = False) -> Tensor:
+    out = G.relu(input)
+    return input._inplace(out) if inplace else out
+
+
+def _pair(v, name: str) -> tuple[int, int]:
+    if isinstance(v, int):
+        return (v, v)
+    v = tuple(int(x) for x in v)
+    if len(v) == 1:
+        return (v[0], v[0])
+    if len(v) != 2:
+        raise dispatch.user_error(ShapeError, f"{name} must be an int or a pair, got {v}")
+    return v
+
+
+def _batched(input: Tensor, op: str) -> tuple[Tensor, bool]:
+    """PyTorch accepts unbatched CHW input for 2-D layers: add and later drop the batch dim."""
+    if input.ndim == 3:
+        return G.unsqueeze(input, 0), True
+    if input.ndim != 4:
+        raise dispatch.user_error(
+            ShapeError,
+            f"{op}: expected a 3-D (CHW) or 4-D (NCHW) input, got shape {list(input.shape)}",
+        )
+    return input, False
+
+
+def _bias_nchw(out: Tensor, bias: Tensor | None) -> Tensor:
+    if bias is None:
+        return out
+    return G.add(out, G.reshape(bias, 1, -1, 1, 1))
+
+
+# ---- linear and convolution -----------------------------------------------------------------
+
+
+def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    if weight.ndim != 2 or input.ndim == 0 or input.shape[-1] != weight.shape[1]:
+        rows = "x".join(map(str, (G._size(input.shape[:-1]) or (1,)))) if input.ndim else "1"
+        raise dispatch.user_error(
+            ShapeError,
+            f"linear: input has {input.shape[-1] if input.ndim else 0} features but the weight "
+            f"{list(weight.shape)} expects {weight.shape[1] if weight.ndim == 2 else '?'} "
+            f"(mat1 and mat2 shapes cannot be multiplied ({rows}x"
+            f"{input.shape[-1] if input.ndim else 0} and "
+            f"{'x'.join(map(str, weight.shape[::-1]))}))",
+        )
+    x = input if input.ndim == 2 else G.reshape(input, -1, input.shape[-1])
+    if x.dtype != weight.dtype:
+        raise dispatch.user_error(
+            ShapeError,
+            f"linear: input is {x.dtype.name} but the weight "
+            f"is {weight.dtype.name}; convert the input with .float()",
+        )
+    out = apply("matmul", (x, weight), trans_b=True)
+    if bias is not None:
+        out = G.add(out, bias)
+    if input.ndim != 2:
+        out = G.reshape(out, *input.shape[:-1], weight.shape[0])
+    return out
+
+
+def conv2d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups: int = 1,
+) -> Tensor:
+    x, unbatched = _batched(input, "conv2d")
+    stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
+    kh, kw = weight.shape[2:] if weight.ndim == 4 else (1, 1)
+    if padding == "valid":
+        padding = (0, 0)
+    elif padding == "same":
+        if stride != (1, 1):
+            raise dispatch.user_error(
+                GraphcError, "padding='same' is not supported for strided convolutions"
+            )
+        totals = (dilation[0] * (kh - 1), dilation[1] * (kw - 1))
+        if totals[0] % 2 or totals[1] % 2:
+            raise dispatch.user_error(
+                GraphcError,
+                "padding='same' with an even kernel needs "
+                "asymmetric padding, which graphc does not support",
+            )
+        padding = (totals[0] // 2, totals[1] // 2)
+    else:
+        padding = _pair(padding, "padding")
+    out = apply(
+        "conv2d", (x, weight), stride=stride, padding=padding, dilation=dilation, groups=int(groups)
+    )
+    out = _bias_nchw(out, bias)
+    return G.squeeze(out, 0) if unbatched else out
+
+
+# ---- pooling --------------------------------------------------------------------------------
+
+
+def max_pool2d(
+    input: Tensor,
+    kernel_size,
+    stride=None,
+    padding=0,
+    dilation=1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+) -> Tensor:
+    if return_indices:
+        raise dispatch.user_error(GraphcError, "max_pool2d(return_indices=True) is not supported")
+    x, unbatched = _batched(input, "max_pool2d")
+    k = _pair(kernel_size, "kernel_size")
+    s = k if stride is None or stride == [] else _pair(stride, "stride")
+    out = apply(
+        "max_pool2d",
+        (x,),
+        kernel_size=k,
+        stride=s,
+        padding=_pair(padding, "padding"),
+        dilation=_pair(dilation, "dilation"),
+        ceil_mode=bool(ceil_mode),
+    )
+    return G.squeeze(out, 0) if unbatched else out
+
+
+def avg_pool2d(
+    input: Tensor,
+    kernel_size,
+    stride=None,
+    padding=0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
+) -> Tensor:
+    x, unbatched = _batched(input, "avg_pool2d")
+    k = _pair(kernel_size, "kernel_size")
+    s = k if stride is None or stride == [] else _pair(stride, "stride")
+    out = apply(
+        "avg_pool2d",
+        (x,),
+        kernel_size=k,
+        stride=s,
+        padding=_pair(padding, "padding"),
+        ceil_mode=bool(ceil_mode),
+        count_include_pad=bool(count_include_pad),
+        divisor_override=divisor_override,
+    )
+    return G.squeeze(out, 0) if unbatched else out
+
+
+def adaptive_avg_pool2d(input: Tensor, output_size) -> Tensor:
+    size = _pair(output_size, "output_size")
+    h, w = input.shape[-2:]
+    if h % size[0] or w % size[1]:
+        raise dispatch.user_error(
+            GraphcError,
+            f"adaptive_avg_pool2d: input {h}x{w} is not a multiple of the output size {size}",
+        )
+    k = (h // size[0], w // size[1])
+    return avg_pool2d(input, k, k)
+
+
+# ---- regularisation -------------------------------------------------------------------------
+
+
+def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
+    if not 0.0 <= p <= 1.0:
+        raise dispatch.user_error(
+            GraphcError, f"dropout probability has to be between 0 and 1, but got {p}"
+        )
+    if not training or p == 0.0:
+        return input
+    if p == 1.0:
+        out = G.mul(input, 0.0)
+    else:
+        keep = G.lt(G.rand_like(input), 1.0 - p)
+        out = G.where(keep, G.mul(input, 1.0 / (1.0 - p)), 0.0)
+    return input._inplace(out) if inplace else out
+
+
+def batch_norm(
+    input: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    training: bool = False,
+    momentum=0.1,
+    eps: float = 1e-5,
+) -> Tensor:
+    """Normalises over every dim but 1; in training, updates the running stats in place."""
+    if input.ndim < 2:
+        raise dispatch.user_error(
+            ShapeError, f"batch_norm: expected at least 2-D input, got {list(input.shape)}"
+        )
+    c = input.shape[1]
+    axes = tuple(i for i in range(input.ndim) if i != 1)
+    shape = [1, c] + [1] * (input.ndim - 2)
+    n = input.numel() // c
+    if training:
+        if n <= 1:
+            raise dispatch.user_error(
+                GraphcError,
+                f"expected more than 1 value per channel when "
+                f"training, got input size {list(input.shape)}",
+            )
+        mean = G.mean(input, axes, keepdim=True)
+        centered = G.sub(input, mean)
+        var = G.mean(G.mul(centered, centered), axes, keepdim=True)
+        if running_mean is not None and running_var is not None:
+            with dispatch.no_grad():
+                m = momentum
+                rm = G.add(
+                    G.mul(running_mean, G.sub(1.0, m) if isinstance(m, Tensor) else 1.0 - m),
+                    G.mul(G.reshape(mean, c), m),
+                )
+                unbiased = G.mul(G.reshape(var, c), n / (n - 1))
+                rv = G.add(
+                    G.mul(running_var, G.sub(1.0, m) if isinstance(m, Tensor) else 1.0 - m),
+                    G.mul(unbiased, m),
+                )
+                running_mean.copy_(rm)
+                running_var.copy_(rv)
+    else:
+        if running_mean is None or running_var is None:
+            raise dispatch.user_error(GraphcError, "batch_norm in eval mode needs running stats")
+        centered = G.sub(input, G.reshape(running_mean, *shape))
+        var = G.reshape(running_var, *shape)
+    out = G.mul(centered, G.rsqrt(G.add(var, eps)))
+    if weight is not None:
+        out = G.mul(out, G.reshape(weight, *shape))
+    if bias is not None:
+        out = G.add(out, G.reshape(bias, *shape))
+    return out
+
+
+# ---- losses ---------------------------------------------------------------------------------
+
+
+def _reduce(loss: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
+        return G.mean(loss)
+    if reduction == "sum":
+        return G.sum(loss)
+    if reduction == "none":
+        return loss
+    raise dispatch.user_error(
+        GraphcError, f"{reduction!r} is not a valid reduction ('mean', 'sum' or 'none')"
+    )
+
+
+def _class_last(input: Tensor) -> Tensor:
+    """[N, C, d1, ...] -> [N, d1, ..., C]: one_hot puts classes last."""
+    if input.ndim <= 2:
+        return input
+    return G.permute(input, 0, *range(2, input.ndim), 1)
+
+
+def nll_loss(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+) -> Tensor:
+    if input.ndim < 1 or target.dtype not in (dtypes.int64, dtypes.int32):
+        raise dispatch.user_error(
+            ShapeError,
+            f"nll_loss: target must hold int64 class indices, got {target.dtype.name}"
+            " (use labels.long(); for probabilities use cross_entropy)",
+        )
+    c = input.shape[1] if input.ndim >= 2 else input.shape[0]
+    expect = (input.shape[:1] + input.shape[2:]) if input.ndim >= 2 else ()
+    if tuple(target.shape) != tuple(expect):
+        raise dispatch.user_error(
+            ShapeError,
+            f"nll_loss: expected target of shape {list(expect)} for input of shape "
+            f"{list(input.shape)}, got {list(target.shape)}",
+        )
+    hot = apply("one_hot", (target,), num_classes=c, ignore_index=ignore_index, dtype=input.dtype)
+    logp = _class_last(input)
+    if weight is not None:
+        hot = G.mul(hot, weight)
+    loss = G.neg(G.sum(G.mul(logp, hot), -1))
+    if reduction == "mean":
+        return G.div(G.sum(loss), G.sum(hot))
+    return _reduce(loss, reduction)
+
+
+def cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> Tensor:
+    class_dim = 1 if input.ndim >= 2 else 0
+    logp = G.log_softmax(input, class_dim)
+    if target.dtype.is_floating_point:  # class probabilities
+        if tuple(target.shape) != tuple(input.shape):
+            raise dispatch.user_error(
+                ShapeError,
+                f"cross_entropy: probability targets must "
+                f"match the input shape {list(input.shape)}",
+            )
+        c = input.shape[class_dim]
+        if label_smoothing:
+            target = G.add(G.mul(target, 1.0 - label_smoothing), label_smoothing / c)
+        terms = G.mul(logp, target)
+        if weight is not None:
+            terms = G.mul(_class_last(terms), weight)
+            loss = G.neg(G.sum(terms, -1))
+        else:
+            loss = G.neg(G.sum(terms, class_dim))
+        return _reduce(loss, reduction)  # 'mean' divides by the number of samples
+    loss = nll_loss(logp, target, weight, ignore_index, reduction)
+    if not label_smoothing:
+        return loss
+    c = input.shape[class_dim]
+    valid = G.cast(G.ne(target, ignore_index), input.dtype)
+    lp = _class_last(logp)
+    per = G.neg(G.sum(G.mul(lp, weight), -1) if weight is not None else G.sum(lp, -1))
+    smooth = G.mul(per, valid)
+    if reduction == "mean":
+        if weight is not None:
+            hot = apply(
+                "one_hot", (target,), num_classes=c, ignore_index=ignore_index, dtype=input.dtype
+            )
+            denom = G.sum(G.mul(hot, weight))
+        else:
+            denom = G.sum(valid)
+        smooth = G.div(G.sum(smooth), denom)
+    else:
+        smooth = _reduce(smooth, reduction)
+    return G.add(G.mul(loss, 1.0 - label_smoothing), G.mul(smooth, label_smoothing / c))
+
+
+def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+    diff = G.sub(input, target)
+    return _reduce(G.mul(diff, diff), reduction)
+
+
+def l1_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+    return _reduce(G.abs(G.sub(input, target)), reduction)
+
+
+def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
+    if num_classes < 0:
+        num_classes = int(G.amax(tensor).item()) + 1
+    return apply("one_hot", (tensor,), num_classes=num_classes, dtype=dtypes.int64)

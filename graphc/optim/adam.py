@@ -1,0 +1,128 @@
+"""Adam and AdamW, following torch.optim's single-tensor implementation step by step."""
+
+from __future__ import annotations
+
+import math
+
+from graphc import dispatch
+from graphc import functions as G
+from graphc.optim.optimizer import Optimizer, scalar_state, zeros_state
+
+
+class Adam(Optimizer):
+    decoupled = False
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas=(0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+    ) -> None:
+        if lr < 0.0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if eps < 0.0:
+            raise ValueError(f"Invalid epsilon value: {eps}")
+        if not 0.0 <= betas[0] < 1.0 or not 0.0 <= betas[1] < 1.0:
+            raise ValueError(f"Invalid beta parameters: {betas}")
+        if weight_decay < 0.0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        super().__init__(
+            params,
+            dict(
+                lr=lr,
+                betas=tuple(betas),
+                eps=eps,
+                weight_decay=weight_decay,
+                amsgrad=amsgrad,
+                maximize=maximize,
+            ),
+        )
+
+    @dispatch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with dispatch.enable_grad():
+                loss = closure()
+        self._begin_step()
+        for group in self.param_groups:
+            self._step_group(group)
+        return loss
+
+    def _step_group(self, group: dict) -> None:
+        active = self._active(group)
+        if not active:
+            return
+        beta1, beta2 = self._const(group, "betas")
+        eps = self._const(group, "eps")
+        weight_decay = self._const(group, "weight_decay")
+        amsgrad = self._const(group, "amsgrad")
+        maximize = self._const(group, "maximize")
+        states = []
+        for p, _ in active:
+            st = self.state[p]
+            if "step" not in st:
+                st["step"] = scalar_state(0.0)
+                st["exp_avg"] = zeros_state(p)
+                st["exp_avg_sq"] = zeros_state(p)
+                if amsgrad:
+                    st["max_exp_avg_sq"] = zeros_state(p)
+            states.append(st)
+
+        def host() -> list[float]:
+            lr = group["lr"]
+            b1, b2 = group["betas"]
+            out = [lr, 1.0 - lr * group["weight_decay"]]
+            for st in states:
+                st["step"]._data += 1  # the step count lives on the host
+                step = float(st["step"]._data)
+                out += [lr / (1 - b1**step), math.sqrt(1 - b2**step)]
+            return out
+
+        names = ["lr", "decay"] + [
+            n for i in range(len(states)) for n in (f"step_size{i}", f"bias_correction2_sqrt{i}")
+        ]
+        scalars = self._runtime(host, names)
+        for i, ((p, grad), st) in enumerate(zip(active, states, strict=True)):
+            if maximize:
+                grad = G.neg(grad)
+            if weight_decay != 0:
+                if self.decoupled:
+                    p.mul_(scalars[1])
+                else:
+                    grad = G.add(grad, p, alpha=weight_decay)
+            exp_avg, exp_avg_sq = st["exp_avg"], st["exp_avg_sq"]
+            exp_avg.lerp_(grad, 1 - beta1)
+            exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            step_size, bc2_sqrt = scalars[2 + 2 * i], scalars[3 + 2 * i]
+            if amsgrad:
+                st["max_exp_avg_sq"].copy_(G.maximum(st["max_exp_avg_sq"], exp_avg_sq))
+                second = st["max_exp_avg_sq"]
+            else:
+                second = exp_avg_sq
+            denom = G.add(G.div(G.sqrt(second), bc2_sqrt), eps)
+            p.addcdiv_(exp_avg, denom, value=-step_size)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (PyTorch's default weight_decay=0.01)."""
+
+    decoupled = True
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas=(0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+    ) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize)

@@ -1,0 +1,196 @@
+"""Optimizer: parameter groups, per-parameter state and PyTorch's state_dict format.
+
+Updates are written with tensor ops under no_grad, so the same code runs eagerly and inside a
+compiled step. Inside a trace, two kinds of hyperparameters are told apart:
+- `self._const(group, key)`: baked into the graph; a later change re-traces (momentum, betas);
+- `self._runtime(fn, names)`: recomputed on the host at every call and fed in as scalars
+  (learning rate, Adam's step-dependent bias corrections), so a schedule never re-traces.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from graphc import dispatch, state_version
+from graphc.errors import StateDictError
+from graphc.tensor import Tensor
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "<required parameter>"
+
+
+required: Any = _Required()
+
+
+class Optimizer:
+    def __init__(self, params: Iterable, defaults: dict[str, Any]) -> None:
+        self.defaults = defaults
+        self.state: defaultdict[Tensor, dict[str, Any]] = defaultdict(dict)
+        self.param_groups: list[dict[str, Any]] = []
+        groups = list(params)
+        if not groups:
+            raise ValueError("optimizer got an empty parameter list")
+        if not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        for g in groups:
+            self.add_param_group(g)
+
+    def add_param_group(self, group: dict[str, Any]) -> None:
+        params = group["params"]
+        params = [params] if isinstance(params, Tensor) else list(params)
+        for p in params:
+            if not isinstance(p, Tensor) or not p.is_leaf:
+                raise ValueError("optimizers can only optimize leaf tensors")
+        seen = {id(p) for g in self.param_groups for p in g["params"]}
+        if any(id(p) in seen for p in params):
+            raise ValueError("some parameters appear in more than one parameter group")
+        for k, v in self.defaults.items():
+            if v is required and k not in group:
+                raise ValueError(
+                    f"parameter group didn't specify a value of required optimization parameter {k}"
+                )
+            group.setdefault(k, v)
+        group["params"] = params
+        self.param_groups.append(group)
+        state_version.bump()
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__} ("]
+        for i, g in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            lines += [f"    {k}: {v}" for k, v in sorted(g.items()) if k != "params"]
+        return "\n".join(lines) + "\n)"
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for g in self.param_groups:
+            for p in g["params"]:
+                if set_to_none:
+                    p.grad = None
+                elif p.grad is not None:
+                    p.grad = p.grad.detach() * 0
+
+    def step(self, closure: Callable | None = None):
+        raise NotImplementedError
+
+    # ---- helpers for step() ----------------------------------------------------------------
+
+    def _begin_step(self) -> None:
+        dispatch.current().note_owner(self)
+
+    @staticmethod
+    def _const(group: dict, key: str):
+        return dispatch.current().guard(lambda: group[key], f"optimizer hyperparameter {key}")
+
+    @staticmethod
+    def _runtime(fn: Callable[[], Sequence[float]], names: Sequence[str]) -> tuple:
+        return dispatch.current().runtime_scalars(fn, names)
+
+    def _active(self, group: dict) -> list[tuple[Tensor, Tensor]]:
+        """(param, grad) for the parameters that have a gradient now."""
+        out = []
+        for p in group["params"]:
+            g = p.grad
+            if g is not None:
+                out.append((p, g))
+        return out
+
+    def _named_tensors(self, known: Mapping) -> Iterable[tuple[str, Tensor, str]]:
+        for gi, group in enumerate(self.param_groups):
+            for pi, p in enumerate(group["params"]):
+                pname = known.get(id(p), (f"group{gi}.param{pi}",))[0]
+                for k, v in self.state.get(p, {}).items():
+                    if isinstance(v, Tensor):
+                        yield f"{pname}.{k}", v, "state"
+
+    # ---- state dict ------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        index: dict[int, int] = {}
+        groups = []
+        for g in self.param_groups:
+            ids = []
+            for p in g["params"]:
+                index.setdefault(id(p), len(index))
+                ids.append(index[id(p)])
+            groups.append({**{k: v for k, v in g.items() if k != "params"}, "params": ids})
+        state = {}
+        for g in self.param_groups:
+            for p in g["params"]:
+                if p in self.state and self.state[p]:
+                    state[index[id(p)]] = {
+                        k: (v.detach() if isinstance(v, Tensor) else v)
+                        for k, v in self.state[p].items()
+                        if not k.startswith("_")
+                    }
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        groups = state_dict.get("param_groups")
+        if groups is None or len(groups) != len(self.param_groups):
+            raise StateDictError("loaded state dict has a different number of parameter groups")
+        for mine, theirs in zip(self.param_groups, groups, strict=True):
+            if len(mine["params"]) != len(theirs["params"]):
+                raise StateDictError(
+                    "loaded state dict contains a parameter group that doesn't "
+                    "match the size of optimizer's group"
+                )
+        by_index = {}
+        for mine, theirs in zip(self.param_groups, groups, strict=True):
+            for p, i in zip(mine["params"], theirs["params"], strict=True):
+                by_index[int(i)] = p
+        for key, st in state_dict.get("state", {}).items():
+            p = by_index.get(int(key))
+            if p is None:
+                raise StateDictError(f"state for unknown parameter index {key}")
+            self._load_param_state(p, st)
+        for mine, theirs in zip(self.param_groups, groups, strict=True):
+            for k, v in theirs.items():
+                if k != "params":
+                    mine[k] = v
+
+    def _load_param_state(self, p: Tensor, loaded: Mapping[str, Any]) -> None:
+        mine = self.state[p]
+        for k, v in loaded.items():
+            arr = _array(v)
+            cur = mine.get(k)
+            if arr is None:
+                mine[k] = v
+            elif isinstance(cur, Tensor) and tuple(cur.shape) == arr.shape:
+                np.copyto(cur._data, arr.astype(cur._data.dtype, copy=False))  # in place
+                cur._version[0] += 1
+            else:
+                if k != "step" and arr.shape != tuple(p.shape):
+                    raise StateDictError(
+                        f"optimizer state {k!r} has shape {list(arr.shape)}, "
+                        f"but its parameter has shape {list(p.shape)}"
+                    )
+                mine[k] = Tensor._wrap(np.array(arr, dtype=arr.dtype))
+                state_version.bump()
+        mine.pop("_fresh", None)
+
+
+def _array(v) -> np.ndarray | None:
+    if isinstance(v, Tensor):
+        return v._concrete("load_state_dict")
+    if hasattr(v, "detach") and hasattr(v, "cpu"):
+        return v.detach().cpu().numpy()
+    if isinstance(v, np.ndarray):
+        return v
+    if isinstance(v, (int, float)):
+        return None
+    return np.asarray(v)
+
+
+def zeros_state(p: Tensor) -> Tensor:
+    """A state tensor like p, created eagerly even while tracing (it lives across calls)."""
+    return Tensor._wrap(np.zeros(p.shape, p._type().dtype.np))
+
+
+def scalar_state(value: float) -> Tensor:
+    return Tensor._wrap(np.array(value, np.float32))

@@ -1,0 +1,72 @@
+"""The compiler pipeline: pure Graph -> Graph passes, in order, each verified after it runs.
+
+traced graph
+  -> autodiff        derive_backward: grad placeholders become backward subgraphs
+  -> canonicalize    local identities (stop_gradient, reshape chains, x*1, ...)
+  -> fold_constants  compile-time evaluation of constant subgraphs
+  -> cse             one node per distinct computation
+  -> dce             nothing that no output needs
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from graphc.passes.autodiff import derive_backward
+from graphc.passes.canonicalize import canonicalize
+from graphc.passes.cse import eliminate_common_subexpressions
+from graphc.passes.dce import eliminate_dead_code
+from graphc.passes.fold import fold_constants
+
+from graphc.ir import Graph
+from graphc.verify import verify
+
+Pass = Callable[[Graph], Graph]
+
+PIPELINE: list[tuple[str, Pass]] = [
+    ("autodiff", derive_backward),
+    ("canonicalize", canonicalize),
+    ("fold_constants", fold_constants),
+    ("cse", eliminate_common_subexpressions),
+    ("dce", eliminate_dead_code),
+]
+
+STAGES = ["traced"] + [name for name, _ in PIPELINE]
+
+
+@dataclass
+class PipelineResult:
+    graph: Graph
+    snapshots: dict[str, Graph] = field(default_factory=dict)  # stage name -> graph after it
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def run_pipeline(
+    graph: Graph, pipeline: list[tuple[str, Pass]] | None = None, keep_snapshots: bool = True
+) -> PipelineResult:
+    """Runs every pass in order, verifying after each; records each stage's graph and time."""
+    result = PipelineResult(graph)
+    if keep_snapshots:
+        result.snapshots["traced"] = graph
+    for name, fn in pipeline or PIPELINE:
+        t0 = time.perf_counter()
+        graph = verify(fn(graph), after=name)
+        result.seconds[name] = time.perf_counter() - t0
+        if keep_snapshots:
+            result.snapshots[name] = graph
+    result.graph = graph
+    return result
+
+
+__all__ = [
+    "PIPELINE",
+    "STAGES",
+    "run_pipeline",
+    "derive_backward",
+    "canonicalize",
+    "fold_constants",
+    "eliminate_common_subexpressions",
+    "eliminate_dead_code",
+]
