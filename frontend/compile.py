@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from graphc import debug, dispatch, state_version
+from graphc.errors import GraphcError, TraceError
 from graphc.frontend.bindings import (
     ArgGradSink,
     GradSink,
@@ -30,12 +33,9 @@ from graphc.frontend.bindings import (
 )
 from graphc.frontend.pytree import flatten, unflatten
 from graphc.frontend.trace import Guard, Trace, _ArgKey
-from graphc.passes import PipelineResult, run_pipeline
-
-from graphc import debug, dispatch, state_version
-from graphc.errors import GraphcError, TraceError
 from graphc.interpreter import interpret
 from graphc.ir import Graph, GraphBuilder, Node
+from graphc.passes import PipelineResult, run_pipeline
 from graphc.tensor import Tensor
 
 MAX_TRACES_PER_SIGNATURE = 8

@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from graphc import dispatch, dtypes
+from graphc.errors import GraphcError, ShapeError, TraceError, with_location
 from graphc.frontend.bindings import (
     ArgSource,
     GradSource,
@@ -22,9 +24,6 @@ from graphc.frontend.bindings import (
     Source,
     TensorSource,
 )
-
-from graphc import dispatch, dtypes
-from graphc.errors import GraphcError, ShapeError, TraceError, with_location
 from graphc.ir import Graph, GraphBuilder, Loc, Node
 from graphc.ops import OPS
 from graphc.random import default_generator

@@ -125,3 +125,15 @@ def get_rng_state():
 
 def set_rng_state(state) -> None:
     default_generator.set_state(state)
+
+
+# Submodules users reach as attributes, as with torch.nn / torch.optim.
+from graphc import nn, optim  # noqa: E402
+
+
+def __getattr__(name: str):
+    if name in ("data", "distributed", "models"):
+        import importlib
+
+        return importlib.import_module(f"graphc.{name}")
+    raise AttributeError(f"module 'graphc' has no attribute {name!r}")

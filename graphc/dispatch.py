@@ -135,6 +135,8 @@ class enable_grad(set_grad_enabled):
 # ---- user source locations ----------------------------------------------------------------
 
 _INTERNAL: tuple[str, ...] = ()
+# Model definitions shipped with graphc are user code: their lines are what users want to see.
+_USER_FILES = ("graphc/models.py",)
 
 
 def _internal_dirs() -> tuple[str, ...]:
@@ -160,7 +162,8 @@ def user_location(skip: int = 1) -> Loc | None:
     f = sys._getframe(skip)
     while f is not None:
         name = f.f_code.co_filename
-        if not name.startswith(internal) and not name.startswith("<frozen"):
+        user = not name.startswith(internal) or name.endswith(_USER_FILES)
+        if user and not name.startswith("<frozen"):
             return Loc(name, f.f_lineno, f.f_code.co_name)
         f = f.f_back
     return None

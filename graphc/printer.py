@@ -38,8 +38,10 @@ def format_attrs(node: Node, all_attrs: bool = False) -> str:
     from graphc.ops import OPS
 
     defaults = OPS[node.op].attrs if node.op in OPS else {}
+    order = [k for k in defaults if k in node.attrs] + [k for k in node.attrs if k not in defaults]
     parts = []
-    for k, v in node.attrs.items():
+    for k in order:  # the op's declared order reads best: full(value=..., shape=...)
+        v = node.attrs[k]
         if not all_attrs and k in defaults and defaults[k] == v:
             continue
         parts.append(f"{k}={format_attr(v)}")

@@ -14,13 +14,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from graphc.ir import Graph
 from graphc.passes.autodiff import derive_backward
 from graphc.passes.canonicalize import canonicalize
 from graphc.passes.cse import eliminate_common_subexpressions
 from graphc.passes.dce import eliminate_dead_code
 from graphc.passes.fold import fold_constants
-
-from graphc.ir import Graph
 from graphc.verify import verify
 
 Pass = Callable[[Graph], Graph]

@@ -6,9 +6,8 @@ replacement node or None when it does not apply.
 
 from __future__ import annotations
 
-from graphc.passes.rewrite import rewrite
-
 from graphc.ir import Graph, GraphBuilder, Node
+from graphc.passes.rewrite import rewrite
 
 
 def strip_identity(b: GraphBuilder, node: Node, ins: tuple[Node, ...]) -> Node | None:

@@ -6,9 +6,8 @@ counter as inputs), so equal keys mean equal values.
 
 from __future__ import annotations
 
-from graphc.passes.rewrite import copy_node, rewrite
-
 from graphc.ir import Graph, GraphBuilder, Node
+from graphc.passes.rewrite import copy_node, rewrite
 
 
 def eliminate_common_subexpressions(graph: Graph) -> Graph:

@@ -7,11 +7,11 @@ Uniform results stay `full` nodes (a scalar, however large the shape); other res
 from __future__ import annotations
 
 import numpy as np
-from graphc.passes.rewrite import rewrite
 
 from graphc.interpreter import run_node
 from graphc.ir import Graph, GraphBuilder, Node
 from graphc.ops import OPS
+from graphc.passes.rewrite import rewrite
 
 MAX_LITERAL = 64  # elements; larger non-uniform results are left to run time
 

@@ -324,8 +324,10 @@ def cross_entropy(
         if tuple(target.shape) != tuple(input.shape):
             raise dispatch.user_error(
                 ShapeError,
-                f"cross_entropy: probability targets must "
-                f"match the input shape {list(input.shape)}",
+                f"cross_entropy: target is {target.dtype.name}{list(target.shape)}; expected "
+                f"int64 class indices of shape {list(input.shape[:1] + input.shape[2:])} "
+                f"(convert labels with .long()) or class probabilities of shape "
+                f"{list(input.shape)}",
             )
         c = input.shape[class_dim]
         if label_smoothing:
