@@ -97,7 +97,8 @@ class TensorSink(Sink):
 
     def write(self, value, args):
         t = self.tensor
-        np.copyto(t._data, value)
+        if value is not t._data:  # native code already updated it in place
+            np.copyto(t._data, value)
         t._version[0] += 1
 
 
@@ -106,7 +107,7 @@ class GradSink(Sink):
     tensor: Tensor
 
     def write(self, value, args):
-        self.tensor._grad = Tensor._wrap(np.array(value))
+        self.tensor._grad = _grad_tensor(self.tensor._grad, value)
 
 
 @dataclass(eq=False)
@@ -116,4 +117,14 @@ class ArgGradSink(Sink):
     def write(self, value, args):
         a = args[self.index]
         if isinstance(a, Tensor):
-            a._grad = Tensor._wrap(np.array(value))
+            a._grad = _grad_tensor(a._grad, value)
+
+
+def _grad_tensor(current: Tensor | None, value: np.ndarray) -> Tensor:
+    """The .grad tensor holding `value`: reused when it already does (native outputs are
+    persistent buffers), wrapped without a copy when the array is private and writable."""
+    if current is not None and current._data is value:
+        return current
+    if not (value.flags.writeable and value.flags.c_contiguous):
+        value = np.array(value)
+    return Tensor._wrap(value)

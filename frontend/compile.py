@@ -229,10 +229,13 @@ def _finish(trace: Trace, result):
             spec.append(("const", leaf))
     returns = (ret_def, spec)
 
+    replaced: dict[int, Node] = {}  # output position -> the input node it updates
     for key, t in trace.written.items():
         node = trace.current[key][1]
         captured = trace.captured.get(key)
         if captured is None or captured[1] is not node:
+            if captured is not None:
+                replaced[len(outputs)] = captured[1]
             outputs.append(node)
             out_names.append(names.get(id(t), (f"state{len(sinks)}", ""))[0])
             sinks.append(TensorSink(t))
@@ -245,6 +248,8 @@ def _finish(trace: Trace, result):
         node = trace.node_of(g)
         if trace.grad_inputs.get(key) is node:
             continue  # unchanged
+        if key in trace.grad_inputs:
+            replaced[len(outputs)] = trace.grad_inputs[key]
         outputs.append(node)
         if isinstance(holder, _ArgKey):
             out_names.append(f"arg{holder.index}.grad")
@@ -263,7 +268,11 @@ def _finish(trace: Trace, result):
         t = trace.grads[key][0]
         renames[node] = (names.get(id(t), (node.name, ""))[0] + ".grad", "grad")
     graph, env = _rename_inputs(Graph(b.nodes, outputs, out_names, b.name), renames)
-    meta = {"forward_nodes": trace.forward_end} if trace.forward_end is not None else {}
+    # Which outputs are new values of which inputs (state updates): memory planning writes
+    # them in place when it can.
+    meta = {"updates": {out_names[i]: env[n].name for i, n in replaced.items()}}
+    if trace.forward_end is not None:
+        meta["forward_nodes"] = trace.forward_end
     graph = graph.with_meta(**meta)
     from graphc.verify import verify
 

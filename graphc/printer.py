@@ -92,7 +92,8 @@ def format_graph(
     lines.append("}")
     if meta:
         for key, value in graph.meta.items():
-            text = value if isinstance(value, str) else getattr(value, "summary", lambda: "")()
+            summary = getattr(value, "summary", None)
+            text = value if isinstance(value, str) else summary(graph) if summary else ""
             if text:
                 lines.append(f"# {key}:")
                 lines += [f"#   {t}" for t in text.splitlines()]

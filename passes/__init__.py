@@ -20,6 +20,8 @@ from graphc.passes.canonicalize import canonicalize
 from graphc.passes.cse import eliminate_common_subexpressions
 from graphc.passes.dce import eliminate_dead_code
 from graphc.passes.fold import fold_constants
+from graphc.passes.fuse import fuse
+from graphc.passes.memory import plan_memory
 from graphc.verify import verify
 
 Pass = Callable[[Graph], Graph]
@@ -30,6 +32,8 @@ PIPELINE: list[tuple[str, Pass]] = [
     ("fold_constants", fold_constants),
     ("cse", eliminate_common_subexpressions),
     ("dce", eliminate_dead_code),
+    ("fuse", fuse),
+    ("plan_memory", plan_memory),
 ]
 
 STAGES = ["traced"] + [name for name, _ in PIPELINE]

@@ -1,0 +1,170 @@
+"""Loop kernels: one pass over an iteration domain evaluating a DAG of elementwise ops, with
+at most one reduction at its root.
+
+Operands are affine views of stored buffers (passes/views.py), so broadcasts, transposes and
+slices cost index arithmetic, not copies. Axes that every operand walks contiguously are
+merged first, so an elementwise update of a [120, 400] weight is one flat loop that LLVM
+vectorises. Reductions accumulate into their output in row-major iteration order; the
+parallel unit is the outermost axis that is not reduced, so each output element is produced
+by one unit in a fixed order (bitwise the same whatever the split).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+from graphc.codegen import scalar
+from graphc.codegen.emit import nest
+from graphc.codegen.scalar import I64, PTR
+from graphc.ir import Node
+from graphc.passes.schedule import INLINE_OPS, Kernel
+from graphc.passes.views import VIEW_OPS, affine_view, contiguous_strides
+
+
+@dataclass
+class LoopSpec:
+    name: str
+    args: list[Hashable]  # storage keys, one pointer argument each, in order
+    parallel_extent: int
+    description: str
+
+
+@dataclass
+class _Access:
+    key: Hashable  # which pointer argument
+    strides: list[int]
+    offset: int
+
+
+def emit_loop(
+    module: ir.Module,
+    name: str,
+    kernel: Kernel,
+    stored: set[Node],
+    storage: Callable[[Node], Hashable],
+) -> LoopSpec:
+    members = [n for n in kernel.nodes if n.op not in VIEW_OPS and n.op not in INLINE_OPS]
+    sink = kernel.root
+    reducing = sink.op in ("reduce_sum", "reduce_max") and sink in members
+    domain = list(kernel.params["domain"])
+    reduced = [reducing and i in sink.attrs["axes"] for i in range(len(domain))]
+
+    # Accessors of every stored operand and output, as strides over the domain.
+    reads: dict[Node, _Access] = {}
+    copy = not members  # materialising a view or fill: the root is read, then stored
+    operands = [sink] if copy and sink.op not in INLINE_OPS else []
+    operands += [i for m in members for i in m.inputs]
+    for i in operands:
+        if i in members or i.op in INLINE_OPS or i in reads:
+            continue
+        v = affine_view(i, stored - {sink} if copy else stored)
+        if v is None or list(v.shape) != domain:
+            raise AssertionError(f"loop kernel {name}: operand {i!r} is not an affine view")
+        reads[i] = _Access(storage(v.base), list(v.strides), v.offset)
+    writes: dict[Node, _Access] = {}
+    for o in kernel.outputs:
+        if o is sink and reducing:
+            keep = [1 if r else d for d, r in zip(domain, reduced, strict=True)]
+            strides = [
+                0 if r else s for s, r in zip(contiguous_strides(tuple(keep)), reduced, strict=True)
+            ]
+        else:
+            strides = list(contiguous_strides(tuple(domain)))
+        writes[o] = _Access(storage(o), strides, 0)
+
+    domain, reduced = _coalesce(domain, reduced, list(reads.values()) + list(writes.values()))
+    keys: list[Hashable] = []
+    for acc in list(writes.values()) + list(reads.values()):
+        if acc.key not in keys:
+            keys.append(acc.key)
+    par = next((i for i, r in enumerate(reduced) if not r), None)
+    extent = domain[par] if par is not None else 1
+
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR] * len(keys) + [I64, I64]), name)
+    for a in fn.args[: len(keys)]:
+        a.add_attribute("noalias")
+    lo, hi = fn.args[-2], fn.args[-1]
+    lo.name, hi.name = "lo", "hi"
+    ptr = {k: fn.args[i] for i, k in enumerate(keys)}
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+
+    def bounds(axis: int):
+        if axis == par:
+            return lo, hi
+        return ir.Constant(I64, 0), ir.Constant(I64, domain[axis])
+
+    def address(acc: _Access, idx: list, dtype):
+        off = ir.Constant(I64, acc.offset)
+        for i, s in zip(idx, acc.strides, strict=True):
+            if s:
+                off = b.add(off, b.mul(i, ir.Constant(I64, s)))
+        return b.gep(ptr[acc.key], [off], inbounds=True, source_etype=scalar.memory_type(dtype))
+
+    if reducing:  # the output starts at the reduction's identity, for this unit's elements
+        keep_axes = [i for i, r in enumerate(reduced) if not r]
+        init = scalar.reduce_identity(sink.op, sink.dtype)
+
+        def init_body(idx_keep):
+            idx = [ir.Constant(I64, 0)] * len(domain)
+            for a, i in zip(keep_axes, idx_keep, strict=True):
+                idx[a] = i
+            scalar.store(b, init, address(writes[sink], idx, sink.dtype), sink.dtype)
+
+        nest(b, [bounds(a) for a in keep_axes], init_body, "init")
+
+    def body(idx: list) -> None:
+        values: dict[Node, ir.Value] = {}
+
+        def value_of(n: Node):
+            if n in values:
+                return values[n]
+            if n.op in INLINE_OPS:
+                return scalar.constant(n.dtype, n.attrs["value"])
+            return scalar.load(b, address(reads[n], idx, n.dtype), n.dtype, name="x")
+
+        if copy:
+            scalar.store(b, value_of(sink), address(writes[sink], idx, sink.dtype), sink.dtype)
+        for m in members:
+            args = [value_of(i) for i in m.inputs]
+            if m is sink and reducing:
+                out = address(writes[sink], idx, sink.dtype)
+                acc = scalar.load(b, out, sink.dtype, name="acc")
+                scalar.store(
+                    b, scalar.reduce_combine(b, sink.op, sink.dtype, acc, args[0]), out, sink.dtype
+                )
+                continue
+            values[m] = scalar.ELEMENTWISE[m.op](b, m, args)
+            if m in writes:
+                scalar.store(b, values[m], address(writes[m], idx, m.dtype), m.dtype)
+
+    nest(b, [bounds(a) for a in range(len(domain))], body, "loop")
+    b.ret_void()
+    shape = "x".join(map(str, domain)) or "scalar"
+    what = f"{sink.op} " if reducing else ""
+    return LoopSpec(
+        name, keys, extent, f"loop {what}over [{shape}] (axes merged), parallel over axis {par}"
+    )
+
+
+def _coalesce(domain: list[int], reduced: list[bool], accs: list[_Access]):
+    """Drops size-1 axes and merges neighbours every accessor walks as one."""
+    keep = [i for i, d in enumerate(domain) if d != 1]
+    domain = [domain[i] for i in keep]
+    reduced = [reduced[i] for i in keep]
+    for a in accs:
+        a.strides = [a.strides[i] for i in keep]
+    i = len(domain) - 2
+    while i >= 0:
+        mergeable = reduced[i] == reduced[i + 1] and all(
+            a.strides[i] == a.strides[i + 1] * domain[i + 1] for a in accs
+        )
+        if mergeable:
+            domain[i] *= domain.pop(i + 1)
+            reduced.pop(i + 1)
+            for a in accs:
+                a.strides[i] = a.strides.pop(i + 1)
+        i -= 1
+    return domain, reduced

@@ -1,0 +1,232 @@
+"""lower: a fused, memory-planned graph -> one LLVM module whose entry runs the whole step.
+
+    i32 graphc_entry(ptr io, ptr arena)
+
+`io[i]` points at graph input i (a parameter's own array, the batch, a host scalar); every
+other value lives in `arena` at the offset the memory plan gave it, or in place over the input
+it updates. The entry calls each kernel of the schedule in order over its full range of
+parallel units; it returns 0, or k+1 when kernel k found bad data (a class index out of
+range), so the runtime can report it without the process ever writing out of bounds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+from graphc.codegen import loop, misc, pool, rows
+from graphc.codegen.emit import Spec
+from graphc.codegen.irutil import i64
+from graphc.codegen.scalar import I8, I32, PTR
+from graphc.codegen.target import Target, host_target
+from graphc.ir import Graph, Node
+from graphc.passes.memory import MemoryPlan
+from graphc.passes.schedule import Kernel, Schedule, stored_values
+
+ENTRY = "graphc_entry"
+
+Storage = Callable[[Node], Hashable]
+
+
+@dataclass
+class Lowered:
+    module: ir.Module
+    specs: list[Spec]  # one per kernel, in schedule order
+    kernels: list[Kernel]
+
+
+def lower(graph: Graph, target: Target | None = None) -> Lowered:
+    target = target or host_target()
+    schedule: Schedule = graph.meta["schedule"]
+    plan: MemoryPlan = graph.meta["memory"]
+    stored = set(stored_values(graph, schedule))
+
+    def storage(n: Node) -> Hashable:
+        return plan.storage(n).value
+
+    module = ir.Module(name=f"graphc.{graph.name}")
+    module.triple = target.triple
+    specs = []
+    for k in schedule.kernels:
+        spec = emit_kernel(module, k, stored, storage, target)
+        fn = module.get_global(spec.name)
+        fn.linkage = "internal"
+        _set_attrs(fn, target)
+        specs.append(spec)
+    _emit_entry(module, graph, plan, specs, storage, target)
+    return Lowered(module, specs, list(schedule.kernels))
+
+
+def emit_kernel(
+    module: ir.Module, k: Kernel, stored: set[Node], storage: Storage, target: Target
+) -> Spec:
+    if k.kind == "loop":
+        s = loop.emit_loop(module, k.name, k, stored, storage)
+        return Spec(s.name, s.args, s.parallel_extent, s.description)
+    if k.kind in CONTRACTIONS:
+        return CONTRACTIONS[k.kind](module, k, storage, target)
+    for table in (pool.EMITTERS, rows.EMITTERS, misc.EMITTERS):
+        if k.kind in table:
+            return table[k.kind](module, k.name, k.root, storage)
+    raise NotImplementedError(f"no lowering for kernel kind {k.kind!r} ({k.root.op})")
+
+
+def _set_attrs(fn: ir.Function, target: Target) -> None:
+    from graphc.codegen.irutil import set_fn_attrs
+
+    attrs = target.function_attributes
+    if attrs:
+        set_fn_attrs(fn, attrs)
+
+
+def _emit_entry(
+    module: ir.Module,
+    graph: Graph,
+    plan: MemoryPlan,
+    specs: list[Spec],
+    storage: Storage,
+    target: Target,
+) -> None:
+    fn = ir.Function(module, ir.FunctionType(I32, [PTR, PTR]), ENTRY)
+    io, arena = fn.args
+    io.name, arena.name = "io", "arena"
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    pointers: dict[Hashable, ir.Value] = {}
+    for i, node in enumerate(graph.inputs):
+        slot = b.gep(io, [i64(i)], inbounds=True, source_etype=PTR)
+        pointers[node] = b.load(slot, typ=PTR, name=node.name)
+
+    def pointer(key: Node) -> ir.Value:
+        if key not in pointers:
+            buf = plan.buffers[key]
+            pointers[key] = b.gep(
+                arena, [i64(buf.offset)], inbounds=True, source_etype=I8, name=f"buf{buf.offset}"
+            )
+        return pointers[key]
+
+    for ki, spec in enumerate(specs):
+        callee = module.get_global(spec.name)
+        args = [pointer(a) for a in spec.args] + [i64(0), i64(spec.parallel_extent)]
+        rc = b.call(callee, args)
+        if spec.status:
+            failed = b.icmp_signed("!=", rc, ir.Constant(I32, 0))
+            with b.if_then(failed):
+                b.ret(ir.Constant(I32, ki + 1))
+    b.ret(ir.Constant(I32, 0))
+    _set_attrs(fn, target)
+
+
+# ---- convolution and matmul: the register-tiled emitters in codegen/kernels ----------------
+
+
+def _conv2d(module, k: Kernel, storage: Storage, target: Target) -> Spec:
+    from graphc.codegen.kernels.conv import emit_conv2d
+
+    node = k.root
+    x, w = node.inputs
+    bias = k.params.get("bias")
+    a = node.attrs
+    ks = emit_conv2d(
+        module,
+        k.name,
+        x_shape=x.shape,
+        w_shape=w.shape,
+        stride=a["stride"],
+        padding=a["padding"],
+        dilation=a["dilation"],
+        groups=a["groups"],
+        dtype=node.dtype,
+        bias=bias is not None,
+        relu=k.params.get("relu", False),
+        target=target,
+    )
+    args = [storage(k.outputs[0]), storage(x), storage(w)] + ([storage(bias)] if bias else [])
+    return Spec(ks.name, args, ks.parallel_extent, ks.description, flops=ks.flops)
+
+
+def _matmul(module, k: Kernel, storage: Storage, target: Target) -> Spec:
+    from graphc.codegen.kernels.gemm import emit_matmul
+
+    node = k.root
+    x, y = node.inputs
+    bias = k.params.get("bias")
+    ks = emit_matmul(
+        module,
+        k.name,
+        a_shape=x.shape,
+        b_shape=y.shape,
+        trans_a=node.attrs["trans_a"],
+        trans_b=node.attrs["trans_b"],
+        dtype=node.dtype,
+        bias=bias is not None,
+        relu=k.params.get("relu", False),
+        target=target,
+    )
+    args = [storage(k.outputs[0]), storage(x), storage(y)] + ([storage(bias)] if bias else [])
+    return Spec(ks.name, args, ks.parallel_extent, ks.description, flops=ks.flops)
+
+
+def _conv2d_input_grad(module, k: Kernel, storage: Storage, target: Target) -> Spec:
+    from graphc.codegen.kernels.conv import emit_conv2d_input_grad
+
+    node = k.root
+    g, w = node.inputs
+    a = node.attrs
+    ks = emit_conv2d_input_grad(
+        module,
+        k.name,
+        g_shape=g.shape,
+        w_shape=w.shape,
+        input_shape=a["input_shape"],
+        stride=a["stride"],
+        padding=a["padding"],
+        dilation=a["dilation"],
+        groups=a["groups"],
+        dtype=node.dtype,
+        target=target,
+    )
+    return Spec(
+        ks.name,
+        [storage(node), storage(g), storage(w)],
+        ks.parallel_extent,
+        ks.description,
+        flops=ks.flops,
+    )
+
+
+def _conv2d_weight_grad(module, k: Kernel, storage: Storage, target: Target) -> Spec:
+    from graphc.codegen.kernels.conv import emit_conv2d_weight_grad
+
+    node = k.root
+    x, g = node.inputs
+    a = node.attrs
+    ks = emit_conv2d_weight_grad(
+        module,
+        k.name,
+        x_shape=x.shape,
+        g_shape=g.shape,
+        weight_shape=a["weight_shape"],
+        stride=a["stride"],
+        padding=a["padding"],
+        dilation=a["dilation"],
+        groups=a["groups"],
+        dtype=node.dtype,
+        target=target,
+    )
+    return Spec(
+        ks.name,
+        [storage(node), storage(x), storage(g)],
+        ks.parallel_extent,
+        ks.description,
+        flops=ks.flops,
+    )
+
+
+CONTRACTIONS = {
+    "conv2d": _conv2d,
+    "matmul": _matmul,
+    "conv2d_input_grad": _conv2d_input_grad,
+    "conv2d_weight_grad": _conv2d_weight_grad,
+}

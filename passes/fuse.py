@@ -1,0 +1,242 @@
+"""fuse: groups the nodes of a graph into kernels and records why (meta["schedule"]).
+
+Rules, applied walking the graph backwards from its outputs:
+- epilogue: conv2d / matmul absorbs a following per-channel bias add and ReLU (the
+  intermediate values have no other reader), so the output is written once;
+- loop: an elementwise op or a reduction starts a loop kernel over its iteration domain and
+  pulls in every elementwise producer of the same shape whose value nobody else needs (or
+  only the graph's outputs need — it is then stored as an extra output of the same pass);
+- views and fills are read in place by loop kernels; a view that a non-loop kernel or the
+  caller needs is materialised by a copy loop (reshape of a stored value is just an alias);
+- everything else is a kernel of its own.
+"""
+
+from __future__ import annotations
+
+from graphc.ir import Graph, Node
+from graphc.ops import OPS
+from graphc.passes.schedule import INLINE_OPS, Kernel, Schedule
+from graphc.passes.views import VIEW_OPS, alias_of
+
+
+def is_elementwise(n: Node) -> bool:
+    return not n.is_input and "elementwise" in OPS[n.op].traits
+
+
+def is_reduction_loop(n: Node) -> bool:
+    return n.op in ("reduce_sum", "reduce_max")
+
+
+def fuse(graph: Graph) -> Graph:
+    return graph.with_meta(schedule=_Fuser(graph).run())
+
+
+class _Fuser:
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.users = graph.users()
+        self.outputs = set(graph.outputs)
+        self.owner: dict[Node, Kernel] = {}
+        self.kernels: list[Kernel] = []
+        self.decisions: list[str] = []
+
+    def run(self) -> Schedule:
+        self.order = {n: i for i, n in enumerate(self.graph.nodes)}
+        for node in self.graph.nodes:  # epilogues first: they claim their bias add and ReLU
+            if node.op in ("conv2d", "matmul"):
+                self._contraction(node)
+        for node in reversed(self.graph.nodes):
+            if node.is_input or node in self.owner:
+                continue
+            if node.op in VIEW_OPS or node.op in INLINE_OPS:
+                continue  # read in place by their consumers; materialised below if needed
+            if is_elementwise(node) or is_reduction_loop(node):
+                self._loop(node)
+            else:
+                self._add(Kernel("", node.op, node, (node,), (node,), "its own kernel"))
+        self._materialise_views()
+        order = {n: i for i, n in enumerate(self.graph.nodes)}
+        kernels = sorted(self.kernels, key=lambda k: order[k.root])
+        named = tuple(
+            Kernel(f"k{i}_{k.kind}", k.kind, k.root, k.nodes, k.outputs, k.reason, k.params)
+            for i, k in enumerate(kernels)
+        )
+        return Schedule(named, tuple(self.decisions))
+
+    def _add(self, k: Kernel) -> None:
+        self.kernels.append(k)
+        for n in k.nodes:
+            if n.op not in VIEW_OPS and n.op not in INLINE_OPS:
+                self.owner[n] = k
+
+    def _only_user(self, n: Node) -> Node | None:
+        us = self.users[n]
+        return us[0] if len(us) == 1 and n not in self.outputs else None
+
+    # ---- conv2d / matmul with bias and ReLU --------------------------------------------------
+
+    def _contraction(self, node: Node) -> None:
+        members, out, bias, relu = [node], node, None, False
+        nxt = self._only_user(out)
+        if nxt is not None and nxt.op == "add" and nxt not in self.owner:
+            other = nxt.inputs[1] if nxt.inputs[0] is node else nxt.inputs[0]
+            bias = _bias_vector(other, node)
+            if bias is not None:
+                members += _view_chain(other, bias) + [nxt]
+                out = nxt
+                nxt = self._only_user(out)
+                self.decisions.append(f"fused bias add into {node.op}: per-channel epilogue")
+            else:
+                self.decisions.append(f"not fused add into {node.op}: not a per-channel bias")
+        if nxt is not None and nxt.op == "relu" and nxt not in self.owner:
+            members.append(nxt)
+            out, relu = nxt, True
+            self.decisions.append(f"fused relu into {node.op}: epilogue")
+        reason = "epilogue: " + "+".join(
+            [node.op] + (["bias"] if bias is not None else []) + (["relu"] if relu else [])
+        )
+        self._add(
+            Kernel("", node.op, node, tuple(members), (out,), reason, {"bias": bias, "relu": relu})
+        )
+
+    # ---- loop kernels ---------------------------------------------------------------------
+
+    def _loop(self, sink: Node) -> None:
+        domain = sink.inputs[0].shape if is_reduction_loop(sink) else sink.shape
+        candidates = self._candidates(sink, domain)
+        # Keep a producer only if every reader of its value is in the loop too (a graph
+        # output is read after the whole step, so it can be stored from inside the loop).
+        # A producer whose value is also read outside the loop stays in it when every such
+        # reader runs after the loop (its value is then stored by the same pass);
+        # otherwise it must be computed earlier, on its own.
+        members = {sink} | candidates
+        last = self.order[sink]
+        changed = True
+        while changed:
+            changed = False
+            for c in list(members - {sink}):
+                early = [u for u in self.users[c] if u not in members and self.order[u] < last]
+                if early:
+                    members.discard(c)
+                    changed = True
+                    self.decisions.append(
+                        f"not fused {c.op} into the loop of {sink.op}: {early[0].op} reads it "
+                        "before the loop would run"
+                    )
+            members &= _reachable(sink, members)
+        order = self.order
+        inline = {i for m in members for i in _inline_leaves(m)}
+        nodes = tuple(sorted(members | inline, key=order.get))
+        ops = [n.op for n in nodes if n in members]
+        if len(ops) > 1:
+            self.decisions.append(f"fused {' -> '.join(ops)} into one loop over {list(domain)}")
+        extra = [
+            m
+            for m in members
+            if m is not sink and (m in self.outputs or any(u not in members for u in self.users[m]))
+        ]
+        outputs = tuple(sorted({sink, *extra}, key=order.get))
+        what = f"{sink.op} over {list(domain)}" if is_reduction_loop(sink) else str(list(domain))
+        self._add(Kernel("", "loop", sink, nodes, outputs, f"loop over {what}", {"domain": domain}))
+
+    def _candidates(self, sink: Node, domain: tuple[int, ...]) -> set[Node]:
+        """Unowned elementwise producers of the loop's shape, reached through direct edges."""
+        found: set[Node] = set()
+        stack = list(sink.inputs)
+        while stack:
+            p = stack.pop()
+            if p in found or p.is_input or p in self.owner or not is_elementwise(p):
+                continue
+            if p.shape != domain:
+                self.decisions.append(
+                    f"not fused {p.op} into the loop of {sink.op}: shape {list(p.shape)} "
+                    f"differs from the loop's {list(domain)}"
+                )
+                continue
+            found.add(p)
+            stack.extend(p.inputs)
+        return found
+
+    # ---- views the caller or a non-loop kernel needs as buffers ---------------------------------
+
+    def _materialise_views(self) -> None:
+        stored = set(self.graph.inputs) | {o for k in self.kernels for o in k.outputs}
+        needs: list[Node] = []
+        for k in list(self.kernels):
+            if k.kind == "loop":
+                continue
+            for r in k.reads():
+                if (r.op in VIEW_OPS or r.op in INLINE_OPS) and r not in needs:
+                    needs.append(r)
+        for o in self.graph.outputs:
+            if (o.op in VIEW_OPS or o.op in INLINE_OPS) and o not in needs:
+                needs.append(o)
+        for v in needs:
+            if v.op == "reshape" and alias_of(v, stored) is not None:
+                continue  # same buffer, no copy
+            nodes = tuple([v] + [i for i in _inline_leaves(v)])
+            self._add(
+                Kernel(
+                    "",
+                    "loop",
+                    v,
+                    nodes,
+                    (v,),
+                    f"materialise {v.op} for its reader",
+                    {"domain": v.shape},
+                )
+            )
+            stored.add(v)
+            self.decisions.append(f"materialised {v.op} {list(v.shape)}: read by a non-loop kernel")
+
+
+def _reachable(sink: Node, members: set[Node]) -> set[Node]:
+    seen = {sink}
+    stack = [sink]
+    while stack:
+        for i in stack.pop().inputs:
+            if i in members and i not in seen:
+                seen.add(i)
+                stack.append(i)
+    return seen
+
+
+def _inline_leaves(n: Node) -> list[Node]:
+    """The view and fill nodes a member reads through (they are inlined as index math)."""
+    out = []
+    stack = list(n.inputs) if n.op not in VIEW_OPS else [n]
+    while stack:
+        x = stack.pop()
+        if x.op in VIEW_OPS or x.op in INLINE_OPS:
+            if x not in out:
+                out.append(x)
+            stack.extend(x.inputs)
+    return [x for x in out if x is not n]
+
+
+def _view_chain(node: Node, base: Node) -> list[Node]:
+    chain = []
+    while node is not base:
+        chain.append(node)
+        node = node.inputs[0]
+    return chain
+
+
+def _bias_vector(other: Node, out: Node) -> Node | None:
+    """The 1-D bias vector if `other` broadcasts it along out's channel axis."""
+    axis = 1 if out.op == "conv2d" else out.type.rank - 1
+    channels = out.shape[axis]
+    node = other
+    while node.op in ("broadcast_to", "reshape"):
+        node = node.inputs[0]
+    if node.type.rank != 1 or node.shape[0] != channels or node.op in VIEW_OPS:
+        return None
+    # Check that the chain places the vector on `axis`: reshape to [1, C, 1, 1] (conv) or
+    # [1, C] / [C] (matmul), then broadcast.
+    chain = _view_chain(other, node)
+    reshaped = [n for n in chain if n.op == "reshape"]
+    if reshaped:
+        shape = reshaped[-1].shape
+        if shape.count(channels) < 1 or shape[axis - (len(out.shape) - len(shape))] != channels:
+            return None
+    return node
