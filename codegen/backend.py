@@ -1,22 +1,36 @@
-"""The native backend: graph -> machine code -> a NativeExecutable (graphc/runtime.py)."""
+"""The native backend: graph -> machine code (through the on-disk cache) -> NativeExecutable."""
 
 from __future__ import annotations
 
 import time
 
-from graphc.codegen import jit
+from graphc.codegen import cache, jit
 from graphc.codegen.lower import ENTRY, lower
-from graphc.codegen.target import host_target
+from graphc.codegen.target import Target, host_target
 from graphc.ir import Graph
 from graphc.runtime import NativeExecutable, OutputSlot
+
+
+def target_key(t: Target) -> str:
+    return f"{t.kind}|{t.triple}|{t.cpu}|{t.features}|{t.vector_bits}"
 
 
 def native_executable(graph: Graph) -> NativeExecutable:
     t0 = time.perf_counter()
     target = host_target()
-    lowered = lower(graph, target)
-    t1 = time.perf_counter()
-    library = jit.compile_module(lowered.module, target)
+    key = cache.cache_key(graph.structural_hash(), target_key(target))
+    obj = cache.load(key)
+    timings = {"cache": "hit" if obj is not None else "miss"}
+    times = jit.CompileTimes()
+    if obj is None:
+        lowered = lower(graph, target)
+        timings["lower"] = time.perf_counter() - t0
+        obj = jit.emit_object(lowered.module, target, times=times)
+        cache.store(key, obj)
+    library = jit.load_object(obj, [ENTRY], times)
+    timings.update(
+        llvm_optimize=times.optimize, llvm_codegen=times.codegen + times.parse, link=times.link
+    )
     plan = graph.meta["memory"]
     inputs = {n: i for i, n in enumerate(graph.inputs)}
     slots = []
@@ -28,11 +42,5 @@ def native_executable(graph: Graph) -> NativeExecutable:
             else OutputSlot("arena", st.offset)
         )
     exe = NativeExecutable(graph, library.address(ENTRY), plan.arena_bytes, slots, library)
-    exe.timings = {
-        "lower": t1 - t0,
-        "llvm_optimize": library.times.optimize,
-        "llvm_codegen": library.times.codegen + library.times.parse,
-        "link": library.times.link,
-    }
-    exe.lowered = lowered
+    exe.timings = timings
     return exe

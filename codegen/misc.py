@@ -9,7 +9,8 @@ from llvmlite import ir
 
 from graphc import dtypes
 from graphc.codegen import scalar
-from graphc.codegen.emit import Spec, elem, i64, nest, new_kernel
+from graphc.codegen.emit import Spec, elem, nest, new_kernel
+from graphc.codegen.irutil import i64
 from graphc.codegen.scalar import F64, I32, I64
 from graphc.ir import Node
 

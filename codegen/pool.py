@@ -12,7 +12,8 @@ from collections.abc import Callable, Hashable
 from llvmlite import ir
 
 from graphc.codegen import scalar
-from graphc.codegen.emit import Spec, elem, i64, local, nest, new_kernel
+from graphc.codegen.emit import Spec, elem, local, nest, new_kernel
+from graphc.codegen.irutil import i64
 from graphc.codegen.scalar import FLAGS, I64
 from graphc.ir import Node
 
@@ -115,7 +116,9 @@ def emit_max_pool2d_grad(module: ir.Module, name: str, node: Node, storage: Stor
             target = elem(b, dx, b.add(base, k), x.dtype)
             b.store(
                 b.fadd(
-                    b.load(target), scalar.load(b, elem(b, gp, o, x.dtype), x.dtype), flags=FLAGS
+                    scalar.load(b, target, x.dtype),
+                    scalar.load(b, elem(b, gp, o, x.dtype), x.dtype),
+                    flags=FLAGS,
                 ),
                 target,
             )
@@ -210,7 +213,7 @@ def emit_avg_pool2d_grad(module: ir.Module, name: str, node: Node, storage: Stor
 
         def visit(ih, iw):
             target = elem(b, dx, b.add(base, b.add(b.mul(ih, i64(w)), iw)), g.dtype)
-            b.store(b.fadd(b.load(target), share, flags=FLAGS), target)
+            b.store(b.fadd(scalar.load(b, target, g.dtype), share, flags=FLAGS), target)
 
         _window(b, fn, oh, ow, h, w, a, visit, "win")
 

@@ -11,7 +11,8 @@ from collections.abc import Callable, Hashable
 from llvmlite import ir
 
 from graphc.codegen import scalar
-from graphc.codegen.emit import Spec, elem, i64, local, nest, new_kernel
+from graphc.codegen.emit import Spec, elem, local, nest, new_kernel
+from graphc.codegen.irutil import i64
 from graphc.codegen.scalar import FLAGS, I64
 from graphc.ir import Node
 

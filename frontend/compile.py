@@ -130,7 +130,11 @@ class CompiledFunction:
                 result = self.fn(*s_args, **s_kwargs)
         except GraphcError as e:
             where = f" (traced for the call at {caller})" if caller else ""
-            raise type(e)(f"{e}\n  while tracing {name}{where}").with_traceback(
+            msg = str(e)
+            if "\n  at " not in msg:
+                line = _user_frame(e.__traceback__)
+                msg += f"\n  at {line}" if line else ""
+            raise type(e)(f"{msg}\n  while tracing {name}{where}").with_traceback(
                 e.__traceback__
             ) from None
         finally:
@@ -163,6 +167,20 @@ class CompiledFunction:
             entries.pop(0)
         debug.report_compile(name, entry)
         return entry
+
+
+def _user_frame(tb) -> str | None:
+    """The innermost frame of a traceback that is the user's code (not graphc's)."""
+    from graphc.ir import Loc
+
+    found = None
+    internal = dispatch._internal_dirs()
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if not name.startswith(internal) or name.endswith(dispatch._USER_FILES):
+            found = Loc(name, tb.tb_lineno, tb.tb_frame.f_code.co_name)
+        tb = tb.tb_next
+    return str(found) if found else None
 
 
 def compile(fn: Callable | None = None, **options) -> Any:

@@ -1,0 +1,93 @@
+"""The on-disk compile cache: machine code for a graph, keyed so a hit is always safe to run.
+
+Key: sha256 of the optimised graph (ops, attributes, types, wiring; its schedule and memory
+plan follow from it deterministically) + the target (CPU name and features) + graphc's and
+llvmlite's versions. Entry file: a fixed header, the payload's length and sha256, then the
+object code. A truncated or corrupted entry fails the checksum and is rebuilt, never loaded.
+Writes go to a temporary file in the same directory, are fsynced and renamed into place, so
+concurrent writers and crashes never leave a partial entry under the final name.
+
+Location: $GRAPHC_CACHE_DIR, else $XDG_CACHE_HOME/graphc, else ~/.cache/graphc.
+GRAPHC_DISABLE_CACHE=1 turns it off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import tempfile
+from pathlib import Path
+
+MAGIC = b"GRAPHC-OBJ\x01"
+_HEADER = struct.Struct("<Q32s")  # payload length, sha256 of payload
+
+
+def cache_dir() -> Path | None:
+    if os.environ.get("GRAPHC_DISABLE_CACHE", "") not in ("", "0"):
+        return None
+    root = os.environ.get("GRAPHC_CACHE_DIR")
+    if root:
+        return Path(root)
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(xdg) / "graphc"
+
+
+def cache_key(graph_hash: str, target_key: str) -> str:
+    import llvmlite
+
+    import graphc
+
+    parts = [graph_hash, target_key, graphc.__version__, llvmlite.__version__]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def load(key: str) -> bytes | None:
+    """The cached object for `key`, or None (missing, disabled, or failing its checksum)."""
+    root = cache_dir()
+    if root is None:
+        return None
+    path = root / f"{key}.o"
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    head = len(MAGIC) + _HEADER.size
+    if len(data) < head or not data.startswith(MAGIC):
+        _discard(path)
+        return None
+    length, digest = _HEADER.unpack_from(data, len(MAGIC))
+    payload = data[head:]
+    if len(payload) != length or hashlib.sha256(payload).digest() != digest:
+        _discard(path)  # truncated or corrupted: rebuild rather than run it
+        return None
+    return payload
+
+
+def store(key: str, payload: bytes) -> None:
+    """Writes an entry atomically; failures (read-only disk, full disk) only cost a rebuild."""
+    root = cache_dir()
+    if root is None:
+        return
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        blob = MAGIC + _HEADER.pack(len(payload), hashlib.sha256(payload).digest()) + payload
+        fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=root)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(blob)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, root / f"{key}.o")
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError:
+        return
+
+
+def _discard(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
