@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 
 from graphc.codegen import cache, jit
@@ -11,19 +12,38 @@ from graphc.ir import Graph
 from graphc.runtime import NativeExecutable, OutputSlot
 
 
+@functools.cache
+def _load_system_libraries() -> None:
+    """Generated code calls libc (clock_gettime) and libm (tanhf, expf); make their symbols
+    visible to the JIT's resolver and to its check for unresolved externals."""
+    import ctypes.util
+
+    import llvmlite.binding as llvm
+
+    for name in ("c", "m"):
+        path = ctypes.util.find_library(name)
+        if path:
+            llvm.load_library_permanently(path)
+
+
 def target_key(t: Target) -> str:
     return f"{t.kind}|{t.triple}|{t.cpu}|{t.features}|{t.vector_bits}"
 
 
-def native_executable(graph: Graph) -> NativeExecutable:
+def native_executable(
+    graph: Graph, profile: bool = False, fault: str | None = None
+) -> NativeExecutable:
+    """`profile` and `fault` build instrumented variants (see codegen/lower.py)."""
     t0 = time.perf_counter()
+    _load_system_libraries()
     target = host_target()
-    key = cache.cache_key(graph.structural_hash(), target_key(target))
+    variant = f"|profile={profile}|fault={fault}"
+    key = cache.cache_key(graph.structural_hash() + variant, target_key(target))
     obj = cache.load(key)
     timings = {"cache": "hit" if obj is not None else "miss"}
     times = jit.CompileTimes()
     if obj is None:
-        lowered = lower(graph, target)
+        lowered = lower(graph, target, profile=profile, fault=fault)
         timings["lower"] = time.perf_counter() - t0
         obj = jit.emit_object(lowered.module, target, times=times)
         cache.store(key, obj)
@@ -41,6 +61,8 @@ def native_executable(graph: Graph) -> NativeExecutable:
             if st.kind == "input"
             else OutputSlot("arena", st.offset)
         )
-    exe = NativeExecutable(graph, library.address(ENTRY), plan.arena_bytes, slots, library)
+    exe = NativeExecutable(
+        graph, library.address(ENTRY), plan.arena_bytes, slots, library, profile=profile
+    )
     exe.timings = timings
     return exe

@@ -45,6 +45,7 @@ class NativeExecutable:
         arena_bytes: int,
         outputs: Sequence[OutputSlot],
         library: object = None,
+        profile: bool = False,
     ) -> None:
         self.graph = graph
         self.library = library  # keeps the machine code alive
@@ -55,9 +56,12 @@ class NativeExecutable:
         self._arena_address = self.arena.ctypes.data
         self._bound: list[np.ndarray | None] = [None] * n
         self._types = [(n.shape, np.dtype(n.dtype.np)) for n in graph.inputs]
-        self._entry = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p)(
-            entry_address
-        )
+        args = [ctypes.c_void_p] * (3 if profile else 2)
+        self._entry = ctypes.CFUNCTYPE(ctypes.c_int32, *args)(entry_address)
+        # With profiling, kernel k's nanoseconds accumulate in profile[k] across calls.
+        kernels = len(graph.meta["schedule"].kernels)
+        self.profile = np.zeros(kernels, np.int64) if profile else None
+        self._extra = (self.profile.ctypes.data,) if profile else ()
         self._outputs = list(outputs)
         self._views = [self._arena_view(o, s) for o, s in zip(graph.outputs, outputs, strict=True)]
 
@@ -74,7 +78,7 @@ class NativeExecutable:
             if a is not bound[i]:
                 bound[i] = a = self._checked(i, a)
                 io[i] = a.ctypes.data
-        rc = self._entry(self._io_address, self._arena_address)
+        rc = self._entry(self._io_address, self._arena_address, *self._extra)
         if rc:
             self._report(rc - 1, arrays)
         return [

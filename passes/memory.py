@@ -63,12 +63,14 @@ class MemoryPlan:
         return "\n".join(lines)
 
 
-def plan_memory(graph: Graph) -> Graph:
+def plan_memory(graph: Graph, reuse: bool = True) -> Graph:
+    """`reuse=False` gives every value its own slice and never updates in place, so every
+    intermediate value can be read after the step (graphc check compares them)."""
     schedule: Schedule = graph.meta["schedule"]
-    return graph.with_meta(memory=_plan(graph, schedule))
+    return graph.with_meta(memory=_plan(graph, schedule, reuse))
 
 
-def _plan(graph: Graph, schedule: Schedule) -> MemoryPlan:
+def _plan(graph: Graph, schedule: Schedule, reuse: bool = True) -> MemoryPlan:
     kernels = schedule.kernels
     end = len(kernels)
     stored = set(graph.inputs) | {o for k in kernels for o in k.outputs}
@@ -121,7 +123,7 @@ def _plan(graph: Graph, schedule: Schedule) -> MemoryPlan:
             buffers[o] = Buffer(o, "arena", o.type.nbytes, offset, live=live)
         for v in dying.get(ki, ()):  # released after the kernel that reads them last
             b = buffers.get(v)
-            if b is not None and b.kind == "arena":
+            if reuse and b is not None and b.kind == "arena":
                 free = _give(free, b.offset, _round(b.nbytes))
     for k in kernels:
         for r in k.reads():
