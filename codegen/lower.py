@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from graphc.codegen import loop, misc, pool, rows
+from graphc.codegen import loop, misc, pool, pool_tiled, rows
 from graphc.codegen.emit import Spec
 from graphc.codegen.irutil import i64
 from graphc.codegen.scalar import I8, I32, I64, PTR
@@ -72,6 +72,18 @@ def emit_kernel(
         return Spec(s.name, s.args, s.parallel_extent, s.description)
     if k.kind in CONTRACTIONS:
         return CONTRACTIONS[k.kind](module, k, storage, target)
+    if k.kind in ("max_pool2d", "max_pool2d_grad") and pool_tiled.tiles(k.root):
+        if k.kind == "max_pool2d":
+            return pool_tiled.emit_max_pool2d(module, k.name, k.root, storage)
+        return pool_tiled.emit_max_pool2d_grad(
+            module,
+            k.name,
+            k.root,
+            storage,
+            out=k.outputs[0],
+            relu=k.params.get("relu", False),
+            bias_grad=k.params.get("bias_grad"),
+        )
     for table in (pool.EMITTERS, rows.EMITTERS, misc.EMITTERS):
         if k.kind in table:
             return table[k.kind](module, k.name, k.root, storage)
@@ -183,7 +195,7 @@ def _conv2d(module, k: Kernel, storage: Storage, target: Target) -> Spec:
         target=target,
     )
     args = [storage(k.outputs[0]), storage(x), storage(w)] + ([storage(bias)] if bias else [])
-    return Spec(ks.name, args, ks.parallel_extent, ks.description, flops=ks.flops)
+    return Spec(ks.name, args, ks.parallel_extent, ks.schedule, flops=ks.flops)
 
 
 def _matmul(module, k: Kernel, storage: Storage, target: Target) -> Spec:
@@ -205,7 +217,7 @@ def _matmul(module, k: Kernel, storage: Storage, target: Target) -> Spec:
         target=target,
     )
     args = [storage(k.outputs[0]), storage(x), storage(y)] + ([storage(bias)] if bias else [])
-    return Spec(ks.name, args, ks.parallel_extent, ks.description, flops=ks.flops)
+    return Spec(ks.name, args, ks.parallel_extent, ks.schedule, flops=ks.flops)
 
 
 def _conv2d_input_grad(module, k: Kernel, storage: Storage, target: Target) -> Spec:
@@ -231,7 +243,7 @@ def _conv2d_input_grad(module, k: Kernel, storage: Storage, target: Target) -> S
         ks.name,
         [storage(node), storage(g), storage(w)],
         ks.parallel_extent,
-        ks.description,
+        ks.schedule,
         flops=ks.flops,
     )
 
@@ -259,7 +271,7 @@ def _conv2d_weight_grad(module, k: Kernel, storage: Storage, target: Target) -> 
         ks.name,
         [storage(node), storage(x), storage(g)],
         ks.parallel_extent,
-        ks.description,
+        ks.schedule,
         flops=ks.flops,
     )
 

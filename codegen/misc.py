@@ -45,12 +45,14 @@ def emit_one_hot(module: ir.Module, name: str, node: Node, storage: Storage) -> 
         ok = fn.append_basic_block("ok")
         b.cbranch(outside, bad, ok)
         b.position_at_end(ok)
+        # an ignored row is all zeros even when ignore_index is itself a class (e.g. 0)
+        keep = b.icmp_signed("!=", v, i64(ignore)) if ignore is not None else None
         nest(
             b,
             [(0, c)],
             lambda k: scalar.store(
                 b,
-                b.select(b.icmp_signed("==", k[0], v), one, zero),
+                b.select(_hot(b, k[0], v, keep), one, zero),
                 elem(b, out, b.add(b.mul(m, i64(c)), k[0]), node.dtype),
                 node.dtype,
             ),
@@ -68,6 +70,11 @@ def emit_one_hot(module: ir.Module, name: str, node: Node, storage: Storage) -> 
         "one_hot with a class-range check (reports, never writes out of bounds)",
         status=True,
     )
+
+
+def _hot(b, k, v, keep):
+    hit = b.icmp_signed("==", k, v)
+    return hit if keep is None else b.and_(hit, keep)
 
 
 def _mix(b, seed, counter):

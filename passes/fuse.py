@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from graphc.ir import Graph, Node
 from graphc.ops import OPS
+from graphc.ops.nn import windows_tile
 from graphc.passes.schedule import INLINE_OPS, Kernel, Schedule
 from graphc.passes.views import VIEW_OPS, alias_of
 
@@ -45,6 +46,8 @@ class _Fuser:
         for node in self.graph.nodes:  # epilogues first: they claim their bias add and ReLU
             if node.op in ("conv2d", "matmul"):
                 self._contraction(node)
+            elif node.op == "max_pool2d_grad":
+                self._pool_grad(node)
         for node in reversed(self.graph.nodes):
             if node.is_input or node in self.owner:
                 continue
@@ -98,6 +101,74 @@ class _Fuser:
         self._add(
             Kernel("", node.op, node, tuple(members), (out,), reason, {"bias": bias, "relu": relu})
         )
+
+    # ---- max pooling's gradient with the ReLU gradient and the bias gradient --------------------
+
+    def _pool_grad(self, node: Node) -> None:
+        members, out, relu, bias = [node], node, False, None
+        x = node.inputs[1]
+        mask = self._relu_mask(node, x) if windows_tile(node) else None
+        if mask is not None:
+            gt, where = mask
+            members += [gt, where]
+            out, relu = where, True
+            self.decisions.append(
+                "fused relu gradient into max_pool2d_grad: the mask is the "
+                "pooled input > 0 at each window's maximum"
+            )
+            sums = [
+                u
+                for u in self.users[where]
+                if u.op == "reduce_sum"
+                and tuple(u.attrs["axes"]) == (0, 2, 3)
+                and u not in self.owner
+            ]
+            if sums:
+                bias = sums[0]
+                members.append(bias)
+                self.decisions.append(
+                    "fused bias-gradient sum into max_pool2d_grad: one pass "
+                    "writes the gradient and sums it per channel"
+                )
+        elif node.op == "max_pool2d_grad" and not windows_tile(node):
+            self.decisions.append(
+                "not fused relu gradient into max_pool2d_grad: windows overlap or are padded"
+            )
+        outputs = (out,) + ((bias,) if bias is not None else ())
+        reason = (
+            "max_pool2d_grad"
+            + (" + relu mask" if relu else "")
+            + (" + bias grad" if bias is not None else "")
+        )
+        self._add(
+            Kernel(
+                "",
+                "max_pool2d_grad",
+                node,
+                tuple(members),
+                outputs,
+                reason,
+                {"relu": relu, "bias_grad": bias},
+            )
+        )
+
+    def _relu_mask(self, node: Node, x: Node):
+        """(gt, where) if node's only reader is where(gt(x, 0), node, 0)."""
+        where = self._only_user(node)
+        if where is None or where.op != "where" or where.inputs[1] is not node:
+            return None
+        gt, zero = where.inputs[0], where.inputs[2]
+        if not (
+            _is_zero(zero)
+            and gt.op == "gt"
+            and gt.inputs[0] is x
+            and _is_zero(gt.inputs[1])
+            and self.users[gt] == [where]
+        ):
+            return None
+        if where in self.owner or gt in self.owner:
+            return None
+        return gt, where
 
     # ---- loop kernels ---------------------------------------------------------------------
 
@@ -188,6 +259,10 @@ class _Fuser:
             )
             stored.add(v)
             self.decisions.append(f"materialised {v.op} {list(v.shape)}: read by a non-loop kernel")
+
+
+def _is_zero(n: Node) -> bool:
+    return n.op == "full" and n.attrs["value"] == 0
 
 
 def _reachable(sink: Node, members: set[Node]) -> set[Node]:

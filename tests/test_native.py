@@ -185,3 +185,22 @@ def test_state_updates_in_place(rng):
     plan = native.last.graph.meta["memory"]
     kinds = {b.kind for b in plan.buffers.values()}
     assert "inplace" in kinds
+
+
+def test_one_hot_ignore_index_that_is_a_class(rng):
+    logits = arr(rng, 4, 3)
+    labels = graphc.tensor([0, 1, 0, 2])
+    close(*both(lambda a, b: F.cross_entropy(a, b, ignore_index=0), logits, labels))
+
+
+def test_fused_pool_relu_bias_gradients_match(rng):
+    conv = graphc.nn.Conv2d(2, 3, 3)
+    x = arr(rng, 2, 2, 9, 9)
+
+    def grads(x):
+        conv.zero_grad()
+        F.max_pool2d(F.relu(conv(x)), 2).sum().backward()
+        return conv.weight.grad, conv.bias.grad
+
+    e, g = both(grads, x)
+    close(e, g, rtol=1e-5, atol=1e-6)

@@ -256,7 +256,7 @@ def _max_pool_rule(x: TensorType, **attrs) -> TensorType:
     return x.with_shape(x.shape[:2] + (oh, ow))
 
 
-def _max_windows(x, kernel_size, stride, padding, dilation, ceil_mode):
+def _max_windows(x, kernel_size, stride, padding, dilation, ceil_mode, fill=-np.inf):
     oh, ow = _pool_geometry(
         "max_pool2d", x.shape, kernel_size, stride, padding, dilation, ceil_mode
     )
@@ -264,7 +264,7 @@ def _max_windows(x, kernel_size, stride, padding, dilation, ceil_mode):
         _pool_extra(x.shape[2 + i], kernel_size[i], stride[i], padding[i], dilation[i], (oh, ow)[i])
         for i in range(2)
     )
-    xp = _pad(x, padding, extra, value=-np.inf)
+    xp = _pad(x, padding, extra, value=fill)
     return _patches(xp, kernel_size, stride, dilation, (oh, ow))
 
 
@@ -297,10 +297,15 @@ def _max_pool_grad_rule(g: TensorType, x: TensorType, **attrs) -> TensorType:
 
 
 def _max_pool_grad_ref(g, x, kernel_size, stride, padding, dilation, ceil_mode):
-    win = _max_windows(x, kernel_size, stride, padding, dilation, ceil_mode)
+    geometry = (kernel_size, stride, padding, dilation, ceil_mode)
+    win = _max_windows(x, *geometry)
+    real = _max_windows(np.ones(x.shape, bool), *geometry, fill=False)
     n, c, kh, kw, oh, ow = win.shape
-    # PyTorch routes the gradient to the first maximum in row-major window order.
-    first = win.reshape(n, c, kh * kw, oh, ow).argmax(axis=2)
+    # PyTorch routes the gradient to the first maximum in row-major window order, and
+    # padding never wins (not even a tie with an input of -inf). A NaN is the maximum of
+    # its window; the first NaN takes the gradient (numpy's argmax; the kernels agree).
+    hit = ((win == win.max(axis=(2, 3), keepdims=True)) | np.isnan(win)) & real
+    first = hit.reshape(n, c, kh * kw, oh, ow).argmax(axis=2)
     h, w = x.shape[2:]
     extra = [
         _pool_extra(x.shape[2 + i], kernel_size[i], stride[i], padding[i], dilation[i], (oh, ow)[i])
@@ -323,6 +328,8 @@ defop(
     arity=2,
     attrs=MAXPOOL_ATTRS,
     traits=("pool",),
+    # re-finds each window's maximum, then one add per output
+    flops=lambda out, g, x, kernel_size, **a: g.numel * (kernel_size[0] * kernel_size[1] + 1),
     vjp=NoGrad("second derivatives of max pooling are not supported", unsupported=True),
     doc="routes each output cotangent to the first maximum of its window",
 )
@@ -430,6 +437,7 @@ defop(
     arity=1,
     attrs={"input_shape": REQUIRED, **AVG_ATTRS},
     traits=("pool",),
+    flops=lambda out, g, kernel_size, **a: g.numel * (kernel_size[0] * kernel_size[1] + 1),
     doc="spreads each output cotangent evenly over its window",
 )
 
@@ -510,7 +518,8 @@ def _one_hot_ref(x, num_classes, ignore_index, dtype):
             f"class index {value} is out of range for {num_classes} classes "
             f"(valid: 0..{num_classes - 1})"
         )
-    return (x[..., None] == np.arange(num_classes)).astype(dtype.np)
+    # valid masks ignored rows even when ignore_index is itself a class (ignore_index=0)
+    return ((x[..., None] == np.arange(num_classes)) & valid[..., None]).astype(dtype.np)
 
 
 defop(
@@ -524,3 +533,22 @@ defop(
     doc="1 at each index's class, 0 elsewhere; rows equal to ignore_index are all 0; "
     "any other index outside [0, num_classes) is an error",
 )
+
+
+def windows_tile(node, max_window: int = 16) -> bool:
+    """Whether a max_pool2d(_grad) node's windows tile its input without overlap (stride ==
+    kernel, no padding or dilation): each input position is then in at most one window, which
+    the fast pooling kernels rely on."""
+    a = node.attrs
+    x = node.inputs[0] if node.op == "max_pool2d" else node.inputs[1]
+    kh, kw = a["kernel_size"]
+    h, w = x.shape[2:]
+    out = node.shape if node.op == "max_pool2d" else node.inputs[0].shape
+    return (
+        tuple(a["stride"]) == (kh, kw)
+        and tuple(a["padding"]) == (0, 0)
+        and tuple(a["dilation"]) == (1, 1)
+        and kh * kw <= max_window
+        and out[2] * kh <= h
+        and out[3] * kw <= w
+    )
