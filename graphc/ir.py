@@ -85,7 +85,8 @@ class ConstArray:
     __slots__ = ("array", "_digest")
 
     def __init__(self, array: np.ndarray) -> None:
-        self.array = np.ascontiguousarray(array)
+        # ascontiguousarray alone would turn a 0-d array into shape [1]
+        self.array = np.ascontiguousarray(array).reshape(np.shape(array))
         self.array.setflags(write=False)
         h = hashlib.sha256(self.array.tobytes())
         h.update(str((self.array.dtype, self.array.shape)).encode())

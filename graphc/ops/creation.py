@@ -7,7 +7,7 @@ import numpy as np
 from graphc import dtypes
 from graphc import random as rng
 from graphc.errors import ShapeError
-from graphc.ir import TensorType
+from graphc.ir import ConstArray, TensorType
 from graphc.ops.registry import REQUIRED, NoGrad, defop, numel
 
 CONSTANT = NoGrad("a constant has no inputs to differentiate")
@@ -17,9 +17,15 @@ def _full_ref(value, shape, dtype):
     return np.full(shape, value, dtype=dtype.np)
 
 
+def _full_rule(value, shape, dtype) -> TensorType:
+    if any(d < 0 for d in shape):
+        raise ShapeError(f"full: negative dimension in shape {list(shape)}")
+    return TensorType(tuple(shape), dtype)
+
+
 defop(
     "full",
-    type_rule=lambda value, shape, dtype: TensorType(tuple(shape), dtype),
+    type_rule=_full_rule,
     ref=_full_ref,
     arity=0,
     traits=("creation",),
@@ -28,10 +34,21 @@ defop(
     doc="a tensor of one repeated value",
 )
 
+
+def _const_array(value: ConstArray | np.ndarray) -> np.ndarray:
+    # Nodes hold a ConstArray, but rules also see the raw array a builder was given.
+    return value.array if isinstance(value, ConstArray) else np.asarray(value)
+
+
+def _constant_rule(value: ConstArray | np.ndarray) -> TensorType:
+    array = _const_array(value)
+    return TensorType(array.shape, dtypes.from_numpy(array.dtype))
+
+
 defop(
     "constant",
-    type_rule=lambda value: TensorType(value.array.shape, dtypes.from_numpy(value.array.dtype)),
-    ref=lambda value: value.array,
+    type_rule=_constant_rule,
+    ref=_const_array,
     arity=0,
     traits=("creation",),
     vjp=CONSTANT,

@@ -36,6 +36,21 @@ def _binary_float(name: str):
     return rule
 
 
+def _numeric(name: str, why: str):
+    """Rule of ops PyTorch refuses on bool tensors (numpy has no bool loop for them either)."""
+
+    def rule(*ts: TensorType) -> TensorType:
+        t = same_type(name, *ts)
+        if t.dtype == dtypes.bool_:
+            raise ShapeError(f"{name}: not supported on bool tensors {t}; {why}")
+        return t
+
+    return rule
+
+
+INVERT_MASK = "to invert a mask use logical_not (~)"
+
+
 def _flops_per_elem(k: int):
     return lambda out, *ins, **attrs: k * out.numel
 
@@ -53,7 +68,7 @@ defop(
 )
 defop(
     "sub",
-    type_rule=_binary("sub"),
+    type_rule=_numeric("sub", INVERT_MASK),
     ref=np.subtract,
     arity=2,
     traits=EW,
@@ -81,7 +96,7 @@ defop(
 )
 defop(
     "neg",
-    type_rule=lambda x: x,
+    type_rule=_numeric("neg", INVERT_MASK),
     ref=np.negative,
     arity=1,
     traits=EW,
@@ -124,6 +139,13 @@ defop(
 )
 
 
+def _pow_rule(x: TensorType, exponent: float) -> TensorType:
+    require_float("pow", x)
+    if isinstance(exponent, bool) or not isinstance(exponent, (int, float)):
+        raise ShapeError(f"pow: the exponent must be a Python number, got {exponent!r}")
+    return x
+
+
 def _pow_ref(x, exponent):
     return np.power(x, x.dtype.type(exponent))
 
@@ -137,7 +159,7 @@ def _pow_vjp(b, g, out, x, exponent):
 
 defop(
     "pow",
-    type_rule=_unary_float("pow"),
+    type_rule=_pow_rule,
     ref=_pow_ref,
     arity=1,
     traits=EW,
@@ -230,16 +252,23 @@ def _relu_vjp(b, g, out, x):
 
 defop(
     "relu",
-    type_rule=lambda x: x,
+    type_rule=_numeric("relu", "cast to a number type first"),
     ref=lambda x: np.maximum(x, x.dtype.type(0)),
     arity=1,
     traits=EW,
     flops=_flops_per_elem(1),
     vjp=_relu_vjp,
 )
+
+
+def _sign_ref(x):
+    # PyTorch: the sign of a bool is the bool itself (numpy has no bool loop for sign)
+    return x.copy() if x.dtype == np.bool_ else np.sign(x)
+
+
 defop(
     "abs",
-    type_rule=lambda x: x,
+    type_rule=_numeric("abs", "cast to a number type first"),
     ref=np.abs,
     arity=1,
     traits=EW,
@@ -249,9 +278,10 @@ defop(
 defop(
     "sign",
     type_rule=lambda x: x,
-    ref=np.sign,
+    ref=_sign_ref,
     arity=1,
     traits=EW,
+    flops=_flops_per_elem(1),
     vjp=NoGrad("sign is piecewise constant: its derivative is zero almost everywhere"),
 )
 
@@ -268,6 +298,7 @@ def _compare(name: str, fn):
         ref=fn,
         arity=2,
         traits=EW,
+        flops=_flops_per_elem(1),
         vjp=NoGrad("comparisons have boolean results"),
     )
 

@@ -162,11 +162,14 @@ def require_float(op: str, t: TensorType) -> None:
 
 
 def normalize_axes(op: str, axes: Sequence[int], rank: int) -> tuple[int, ...]:
+    """Sorted non-negative axes. As in PyTorch, a 0-d tensor accepts axis 0 or -1, which
+    names the scalar itself: there is nothing to reduce, so the result is ()."""
     out = []
     for a in axes:
-        if not -rank <= a < max(rank, 1):
+        if not -max(rank, 1) <= a < max(rank, 1):
             raise ShapeError(f"{op}: axis {a} is out of range for a tensor of rank {rank}")
-        out.append(a % rank if rank else 0)
+        if rank:
+            out.append(a % rank)
     if len(set(out)) != len(out):
         raise ShapeError(f"{op}: repeated axis in {tuple(axes)}")
     return tuple(sorted(out))

@@ -86,11 +86,17 @@ defop(
 )
 
 
-def _slice_rule(x: TensorType, axis: int, start: int, stop: int, step: int) -> TensorType:
-    if not 0 <= axis < x.rank or step < 1 or not 0 <= start <= stop <= x.shape[axis]:
-        raise ShapeError(f"slice: [{start}:{stop}:{step}] on axis {axis} is invalid for {x}")
+def _slice_rule(x: TensorType, axis: int, start: int, stop: int | None, step: int) -> TensorType:
+    if not 0 <= axis < x.rank:
+        raise ShapeError(f"slice: axis {axis} is out of range for {x}")
+    end = x.shape[axis] if stop is None else stop  # stop=None: to the end, as in x[start:]
+    if step < 1 or not 0 <= start <= end <= x.shape[axis]:
+        raise ShapeError(
+            f"slice: [{start}:{end}:{step}] on axis {axis} is invalid for {x} "
+            f"(need 0 <= start <= stop <= {x.shape[axis]} and step >= 1)"
+        )
     shape = list(x.shape)
-    shape[axis] = len(range(start, stop, step))
+    shape[axis] = len(range(start, end, step))
     return x.with_shape(shape)
 
 
@@ -119,6 +125,9 @@ defop(
 def _pad_slice_rule(g: TensorType, shape, axis, start, step) -> TensorType:
     fits = (
         g.rank == len(shape)
+        and 0 <= axis < g.rank
+        and 0 <= start <= shape[axis]
+        and step >= 1
         and all(g.shape[i] == shape[i] for i in range(g.rank) if i != axis)
         and start + step * (g.shape[axis] - 1) < max(shape[axis], 1)
     )
@@ -136,7 +145,10 @@ def _pad_slice_ref(g, shape, axis, start, step):
 
 
 def _pad_slice_vjp(b, g, out, x, shape, axis, start, step):
-    return (b.slice(g, axis=axis, start=start, stop=start + step * x.shape[axis], step=step),)
+    # stop just past the last written index: start + step * n may lie beyond the edge
+    n = x.shape[axis]
+    stop = start + step * (n - 1) + 1 if n else start
+    return (b.slice(g, axis=axis, start=start, stop=stop, step=step),)
 
 
 defop(
@@ -151,7 +163,11 @@ defop(
 
 
 def _concat_rule(*xs: TensorType, axis: int) -> TensorType:
+    if not xs:
+        raise ShapeError("concat: needs at least one tensor")
     first = xs[0]
+    if not 0 <= axis < first.rank:
+        raise ShapeError(f"concat: axis {axis} is out of range for {first}")
     for x in xs[1:]:
         same = x.rank == first.rank and all(
             a == b for i, (a, b) in enumerate(zip(x.shape, first.shape, strict=True)) if i != axis
@@ -192,7 +208,10 @@ def _reduced_shape(x: TensorType, axes: tuple[int, ...], keepdims: bool) -> tupl
 def _reduce_rule(name: str):
     def rule(x: TensorType, axes: tuple[int, ...], keepdims: bool) -> TensorType:
         if normalize_axes(name, axes, x.rank) != tuple(axes):
-            raise ShapeError(f"{name}: axes must be sorted, non-negative: got {axes}")
+            raise ShapeError(
+                f"{name}: axes must be sorted, non-negative and below the rank {x.rank}: "
+                f"got {tuple(axes)} for {x}"
+            )
         if x.dtype == dtypes.bool_:
             raise ShapeError(f"{name}: cast bool tensors to a number type first")
         return x.with_shape(_reduced_shape(x, axes, keepdims))
@@ -237,9 +256,10 @@ def _reduce_max_vjp(b, g, out, x, axes, keepdims):
 
 
 def _reduce_max_rule(x: TensorType, axes, keepdims) -> TensorType:
+    out = _reduce_rule("reduce_max")(x, axes, keepdims)  # validates the axes first
     if any(x.shape[a] == 0 for a in axes):
         raise ShapeError(f"reduce_max: cannot reduce an empty axis of {x}")
-    return _reduce_rule("reduce_max")(x, axes, keepdims)
+    return out
 
 
 defop(
@@ -267,5 +287,6 @@ defop(
     arity=1,
     attrs={"axis": 0, "keepdims": False},
     traits=("reduction",),
+    flops=lambda out, x, **a: x.numel,
     vjp=NoGrad("argmax has integer results"),
 )
