@@ -15,7 +15,7 @@ import inspect
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,6 +37,9 @@ from graphc.interpreter import interpret
 from graphc.ir import Graph, GraphBuilder, Node
 from graphc.passes import PipelineResult, run_pipeline
 from graphc.tensor import Tensor
+
+if TYPE_CHECKING:
+    from graphc.inspection import Inspection
 
 MAX_TRACES_PER_SIGNATURE = 8
 
@@ -94,8 +97,7 @@ class CompiledFunction:
     def __call__(self, *args, **kwargs) -> Any:
         if dispatch.is_tracing():  # called from another compiled function: trace through
             return self.fn(*args, **kwargs)
-        leaves, treedef = flatten((args, kwargs))
-        key = (treedef, tuple(_leaf_signature(x) for x in leaves))
+        leaves, key = _signature(args, kwargs)
         entry = self.lookup(key)
         if entry is None:
             entry = self._trace(args, kwargs, leaves, key)
@@ -110,9 +112,17 @@ class CompiledFunction:
 
     def trace(self, *args, **kwargs) -> Entry:
         """Traces and compiles for these arguments without running (for inspection)."""
-        leaves, treedef = flatten((args, kwargs))
-        key = (treedef, tuple(_leaf_signature(x) for x in leaves))
+        leaves, key = _signature(args, kwargs)
         return self.lookup(key) or self._trace(args, kwargs, leaves, key)
+
+    def inspect(self, *args, **kwargs) -> Inspection:
+        """Traces and compiles for these arguments without running, and returns a
+        graphc.inspection.Inspection: the IR after each pass, fusion, memory, FLOPs, a kernel's
+        LLVM IR and assembly, profile() and check() (which run on copies of the inputs)."""
+        from graphc.inspection import Inspection
+
+        leaves, _ = flatten((args, kwargs))
+        return Inspection(self.trace(*args, **kwargs), leaves)
 
     def _trace(self, args, kwargs, leaves, key) -> Entry:
         caller = dispatch.user_location(3)
@@ -128,6 +138,7 @@ class CompiledFunction:
         try:
             with dispatch.using(trace):
                 result = self.fn(*s_args, **s_kwargs)
+            trace.flag_guard()
         except GraphcError as e:
             where = f" (traced for the call at {caller})" if caller else ""
             msg = str(e)
@@ -213,6 +224,10 @@ class CompiledModule:
 
     def __call__(self, *args, **kwargs):
         return self._compiled(*args, **kwargs)
+
+    def inspect(self, *args, **kwargs) -> Inspection:
+        """See CompiledFunction.inspect."""
+        return self._compiled.inspect(*args, **kwargs)
 
     def __getattr__(self, name: str):
         return getattr(self.module, name)
@@ -353,6 +368,16 @@ def _unique(names: list[str]) -> list[str]:
 
 def _is_tensor_like(x) -> bool:
     return isinstance(x, (Tensor, np.ndarray))
+
+
+def _signature(args, kwargs) -> tuple[Sequence, Any]:
+    """(leaves, cache key) of a call: shapes, dtypes and requires_grad of its tensors, the
+    values of everything else, and the nesting."""
+    if not kwargs and all(type(a) is Tensor and a._data is not None for a in args):
+        # the common case, tensors only: no tree to flatten
+        return args, tuple((a._data.shape, a._data.dtype, a._requires_grad) for a in args)
+    leaves, treedef = flatten((args, kwargs))
+    return leaves, (treedef, tuple(_leaf_signature(x) for x in leaves))
 
 
 def _leaf_signature(x):

@@ -57,6 +57,7 @@ class Trace(dispatch.Mode):
         self.leaf_args: dict[Node, int] = {}  # input node -> argument index (requires_grad)
         self.guards: list[Guard] = []
         self.owners: list[Any] = []
+        self._grad_flags: list[Tensor] = []
         self.forward_end: int | None = None  # number of nodes before the first backward()
         self.finished = False
 
@@ -83,8 +84,20 @@ class Trace(dispatch.Mode):
         self.captured[id(t)] = self.current[id(t)] = (t, node)
         if t.requires_grad:
             self.tainted.add(node)
-        self.guard(lambda: t.requires_grad, f"requires_grad of a {t._type()} tensor")
+        self._grad_flags.append(t)  # one guard checks them all (see flag_guard)
         return node
+
+    def flag_guard(self) -> None:
+        """A single guard over every captured tensor's requires_grad (checked per call)."""
+        tensors = tuple(self._grad_flags)
+        if tensors:
+            self.guards.append(
+                Guard(
+                    lambda: [t._requires_grad for t in tensors],
+                    [t._requires_grad for t in tensors],
+                    "requires_grad of the captured tensors",
+                )
+            )
 
     def requires_grad(self, t: Tensor) -> bool:
         return t._requires_grad
