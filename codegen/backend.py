@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import time
 
+from graphc import debug
 from graphc.codegen import cache, jit
 from graphc.codegen.lower import ENTRY, lower
 from graphc.codegen.target import Target, host_target
@@ -37,11 +39,15 @@ def native_executable(
     t0 = time.perf_counter()
     _load_system_libraries()
     target = host_target()
-    variant = f"|profile={profile}|fault={fault}"
+    # The structural hash leaves the memory plan out, but one graph can carry several plans
+    # (plan_memory(reuse=False) for graphc check): the plan is part of the key.
+    plan_digest = hashlib.sha256(graph.meta["memory"].summary(graph).encode()).hexdigest()
+    variant = f"|profile={profile}|fault={fault}|plan={plan_digest[:16]}"
     key = cache.cache_key(graph.structural_hash() + variant, target_key(target))
     obj = cache.load(key)
     timings = {"cache": "hit" if obj is not None else "miss"}
     times = jit.CompileTimes()
+    lowered = None
     if obj is None:
         lowered = lower(graph, target, profile=profile, fault=fault)
         timings["lower"] = time.perf_counter() - t0
@@ -65,4 +71,9 @@ def native_executable(
         graph, library.address(ENTRY), plan.arena_bytes, slots, library, profile=profile
     )
     exe.timings = timings
+    if debug.level() >= 3:  # printed by debug.report_compile, after the IR of each pass
+        lowered = lowered or lower(graph, target, profile=profile, fault=fault)
+        exe.debug_sections = [("LLVM IR", str(lowered.module))]
+        if debug.level() >= 4:
+            exe.debug_sections.append(("assembly", jit.emit_assembly(lowered.module, target)))
     return exe

@@ -1,5 +1,9 @@
 """GRAPHC_DEBUG, to stderr: 1 pass and compile times, 2 the IR after each pass, 3 the LLVM IR,
-4 the assembly (levels 3 and 4 are printed by codegen)."""
+4 the assembly; each level includes the ones below it.
+
+Levels 3 and 4 need native code: the native backend (codegen/backend.py) attaches the module's
+LLVM IR as generated (before LLVM's optimisation) and the host assembly to the executable as
+`debug_sections`, and they are printed here, after the IR of the passes."""
 
 from __future__ import annotations
 
@@ -20,9 +24,18 @@ def report_compile(name: str, entry) -> None:
         return
     err = sys.stderr
     if lvl >= 2:
+        from graphc.inspection.text import graph_text
+
         for stage, graph in entry.pipeline.snapshots.items():
             print(f"# ---- {name}: IR after {stage} ----", file=err)
-            print(graph, file=err)
+            print(graph_text(graph), file=err)
+    if lvl >= 3:
+        sections = getattr(entry.executable, "debug_sections", None)
+        if sections is None:
+            print(f"# ---- {name}: no LLVM IR: this step runs on the interpreter ----", file=err)
+        for title, text in sections or ():
+            print(f"# ---- {name}: {title} ----", file=err)
+            print(text, file=err)
     total = sum(entry.timings.values())
     parts = ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in entry.timings.items())
     print(
