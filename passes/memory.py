@@ -97,7 +97,8 @@ def _plan(graph: Graph, schedule: Schedule, reuse: bool = True) -> MemoryPlan:
         for o in k.outputs:
             old = replaces.get(o)
             if (
-                old is not None
+                reuse
+                and old is not None
                 and last_read.get(old, -1) <= ki
                 and _elementwise_read(k, o, old, stored)
             ):
@@ -138,6 +139,8 @@ def _plan(graph: Graph, schedule: Schedule, reuse: bool = True) -> MemoryPlan:
 
 
 def _base(node: Node, stored: set[Node]) -> Node | None:
+    if node in stored:  # includes a fill materialised for a non-loop reader or the caller
+        return node
     if node.op in INLINE_OPS:
         return None
     v = affine_view(node, stored)
