@@ -1,0 +1,224 @@
+"""Convolution kernel emitters: conv2d, conv2d_input_grad, conv2d_weight_grad.
+
+Each validates the geometry (PyTorch's output-size rule, as in graphc/ops/nn.py), picks a
+schedule and emits one kernel function with the ABI of kernels/common.py:
+
+    conv2d             (out, x, w[, bias], lo, hi)   units: images
+    conv2d_input_grad  (out, g, w, lo, hi)           units: images
+    conv2d_weight_grad (out, x, g, lo, hi)           units: see the schedule (conv_wgrad.py)
+
+float32 takes the vector schedules (conv_direct.py, conv_wgrad.py) when they apply; float64
+and the rest take the scalar path (conv_generic.py).
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+
+from graphc.codegen.kernels import conv_generic, conv_wgrad
+from graphc.codegen.kernels.common import KernelSpec, element_type
+from graphc.codegen.kernels.conv_direct import emit_direct
+from graphc.codegen.kernels.conv_generic import ConvGeometry
+from graphc.codegen.kernels.conv_plans import DirectConv, choose_direct_plan
+from graphc.codegen.kernels.epilogue import Epilogue
+from graphc.codegen.kernels.tiling import AxisGeometry
+from graphc.codegen.target import Target
+
+
+def _pair(v) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def conv_geometry(x_shape, w_shape, stride, padding, dilation, groups) -> ConvGeometry:
+    """Shapes and attributes of a conv2d, checked; output size by PyTorch's rule."""
+    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
+    n, c, h, w = (int(d) for d in x_shape)
+    o, cg, kh, kw = (int(d) for d in w_shape)
+    if groups < 1 or c % groups or o % groups or cg * groups != c:
+        raise ValueError(f"conv2d: {c} input / {o} output channels do not fit groups={groups}")
+    if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0:
+        raise ValueError(f"conv2d: bad stride {stride}, padding {padding} or dilation {dilation}")
+    oh = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    ow = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    if oh <= 0 or ow <= 0:
+        raise ValueError(f"conv2d: input {h}x{w} is smaller than the dilated kernel")
+    return ConvGeometry(n, c, h, w, o, kh, kw, oh, ow, stride, padding, dilation, groups)
+
+
+def _forward_problem(geo: ConvGeometry) -> DirectConv:
+    (sh, sw), (ph, pw), (dh, dw) = geo.stride, geo.padding, geo.dilation
+    return DirectConv(
+        batch=geo.n,
+        groups=geo.groups,
+        cg=geo.cg,
+        og=geo.og,
+        rows=AxisGeometry(geo.oh, geo.h, geo.kh, sh, dh, ph),
+        cols=AxisGeometry(geo.ow, geo.w, geo.kw, sw, dw, pw),
+        flipped=False,
+    )
+
+
+def _input_grad_problem(geo: ConvGeometry) -> DirectConv | None:
+    """At stride 1, dx is a convolution of g padded by d*(k-1)-p with the flipped kernel."""
+    if geo.stride != (1, 1):
+        return None
+    (ph, pw), (dh, dw) = geo.padding, geo.dilation
+    qh, qw = dh * (geo.kh - 1) - ph, dw * (geo.kw - 1) - pw
+    if qh < 0 or qw < 0:
+        return None
+    return DirectConv(
+        batch=geo.n,
+        groups=geo.groups,
+        cg=geo.og,
+        og=geo.cg,
+        rows=AxisGeometry(geo.h, geo.oh, geo.kh, 1, dh, qh),
+        cols=AxisGeometry(geo.w, geo.ow, geo.kw, 1, dw, qw),
+        flipped=True,
+    )
+
+
+def _has_plan(problem: DirectConv, target: Target) -> bool:
+    return choose_direct_plan(problem, target.f32_lanes, target.vector_registers) is not None
+
+
+def _check_same(what: str, got, want) -> None:
+    if tuple(got) != tuple(want):
+        raise ValueError(f"{what}: expected shape {tuple(want)}, got {tuple(got)}")
+
+
+def emit_conv2d(
+    module: ir.Module,
+    name: str,
+    *,
+    x_shape,
+    w_shape,
+    stride,
+    padding,
+    dilation,
+    groups: int,
+    dtype,
+    bias: bool = False,
+    relu: bool = False,
+    target: Target,
+    generic: bool = False,
+) -> KernelSpec:
+    """out = relu(conv2d(x, w) + bias[o]) — bias and relu optional. `generic=True` forces
+    the scalar path."""
+    geo = conv_geometry(x_shape, w_shape, stride, padding, dilation, groups)
+    dt, elem = element_type(dtype)
+    roles = ("out", "x", "w") + (("bias",) if bias else ())
+    epi = Epilogue(bias=bias, relu=relu)
+    stack, lanes = 0, 1
+    problem = _forward_problem(geo)
+    if generic or dt.name != "float32" or not _has_plan(problem, target):
+        sched = conv_generic.emit_forward(
+            module, name, geo, roles=roles, elem=elem, epi=epi, target=target
+        )
+    else:
+        lanes = target.f32_lanes
+        sched, stack = emit_direct(
+            module, name, problem, roles=roles, elem=elem, epi=epi, target=target
+        )
+    return KernelSpec(
+        name=name,
+        op="conv2d",
+        args=roles,
+        parallel_extent=geo.n,
+        unit="one image",
+        flops=2 * geo.macs,
+        dtype=dt.name,
+        schedule=f"{sched}; epilogue: {epi.describe()}",
+        vector_lanes=lanes,
+        stack_bytes=stack,
+    )
+
+
+def emit_conv2d_input_grad(
+    module: ir.Module,
+    name: str,
+    *,
+    g_shape,
+    w_shape,
+    input_shape,
+    stride,
+    padding,
+    dilation,
+    groups: int,
+    dtype,
+    target: Target,
+    generic: bool = False,
+) -> KernelSpec:
+    """out (the input's shape) = the gradient of conv2d with respect to its input."""
+    geo = conv_geometry(input_shape, w_shape, stride, padding, dilation, groups)
+    _check_same("conv2d_input_grad cotangent", g_shape, (geo.n, geo.o, geo.oh, geo.ow))
+    dt, elem = element_type(dtype)
+    roles = ("out", "g", "w")
+    problem = None if generic or dt.name != "float32" else _input_grad_problem(geo)
+    stack, lanes = 0, 1
+    if problem is None or not _has_plan(problem, target):
+        sched = conv_generic.emit_input_grad(
+            module, name, geo, roles=roles, elem=elem, target=target
+        )
+    else:
+        lanes = target.f32_lanes
+        sched, stack = emit_direct(
+            module, name, problem, roles=roles, elem=elem, epi=Epilogue(), target=target
+        )
+        sched = f"as a stride-1 convolution of g with the flipped kernel; {sched}"
+    return KernelSpec(
+        name=name,
+        op="conv2d_input_grad",
+        args=roles,
+        parallel_extent=geo.n,
+        unit="one image",
+        flops=2 * geo.macs,
+        dtype=dt.name,
+        schedule=sched,
+        vector_lanes=lanes,
+        stack_bytes=stack,
+    )
+
+
+def emit_conv2d_weight_grad(
+    module: ir.Module,
+    name: str,
+    *,
+    x_shape,
+    g_shape,
+    weight_shape,
+    stride,
+    padding,
+    dilation,
+    groups: int,
+    dtype,
+    target: Target,
+    generic: bool = False,
+) -> KernelSpec:
+    """out (the weight's shape) = the gradient of conv2d with respect to its weight."""
+    geo = conv_geometry(x_shape, weight_shape, stride, padding, dilation, groups)
+    _check_same("conv2d_weight_grad cotangent", g_shape, (geo.n, geo.o, geo.oh, geo.ow))
+    dt, elem = element_type(dtype)
+    roles = ("out", "x", "g")
+    if generic or dt.name != "float32":
+        extent, unit = geo.o * geo.cg, "one (o, c) pair of the weight"
+        sched = conv_generic.emit_weight_grad(
+            module, name, geo, roles=roles, elem=elem, target=target
+        )
+        lanes, stack = 1, 0
+    else:
+        extent, unit, sched, stack = conv_wgrad.emit_weight_grad(
+            module, name, geo, roles=roles, elem=elem, target=target
+        )
+        lanes = target.f32_lanes
+    return KernelSpec(
+        name=name,
+        op="conv2d_weight_grad",
+        args=roles,
+        parallel_extent=extent,
+        unit=unit,
+        flops=2 * geo.macs,
+        dtype=dt.name,
+        schedule=sched,
+        vector_lanes=lanes,
+        stack_bytes=stack,
+    )

@@ -1,0 +1,252 @@
+"""Schedule choice for the convolution kernels: the problems, the plans and a cost model.
+
+A plan is the shape of a register tile (and which axis the vectors run along); the cost
+model estimates cycles from FMA and load throughput (2 FMAs, ~2.5 loads per cycle), the
+FMA latency chain of each accumulator (4 cycles) and per-tile overheads, over all the tiles
+the plan produces for the given shapes, and the cheapest plan that fits the vector
+registers and the stack wins. Measured against the alternatives on the reference shapes
+(see kernels/bench.py); the decisions print in `KernelSpec.schedule`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+from graphc.codegen import irutil as U
+from graphc.codegen.kernels.common import STACK_LIMIT_BYTES
+from graphc.codegen.kernels.conv_generic import ConvGeometry
+from graphc.codegen.kernels.tiling import AxisGeometry, plan_axis, tile_sizes
+
+SCRATCH_BYTES = STACK_LIMIT_BYTES // 2
+# Rows per tile next to a padded edge (see tiling.plan_axis): 2 measured within a few % of
+# larger edge tiles on conv2d_input_grad's 4-row borders, with a third of their code.
+EDGE_ROWS = 2
+
+# ---- direct convolutions (conv2d, conv2d_input_grad) ----------------------------------------
+
+
+@dataclass(frozen=True)
+class DirectConv:
+    """out[n, g*og + o, y, x] = sum over c, i, j of W(g, o, c, i, j) *
+    inp[n, g*cg + c, rows.source(y, i), cols.source(x, j)] (zero outside the input)."""
+
+    batch: int
+    groups: int
+    cg: int  # input channels per group
+    og: int  # output channels per group
+    rows: AxisGeometry
+    cols: AxisGeometry
+    flipped: bool  # conv2d_input_grad: W(g, o, c, i, j) = w[g*cg + c, o, KH-1-i, KW-1-j]
+
+    @property
+    def in_plane(self) -> int:
+        return self.rows.n_in * self.cols.n_in
+
+    @property
+    def out_plane(self) -> int:
+        return self.rows.n_out * self.cols.n_out
+
+    def weight_strides(self) -> tuple[int, int, int, int, int, int]:
+        """W(g, o, c, i, j) is w[g*G + o*So + c*Sc + i*Si + j*Sj + K]: (G, So, Sc, Si, Sj, K)."""
+        kh, kw = self.rows.k, self.cols.k
+        group = self.og * self.cg * kh * kw
+        if not self.flipped:
+            return group, self.cg * kh * kw, kh * kw, kw, 1, 0
+        return group, kh * kw, self.og * kh * kw, -kw, -1, (kh - 1) * kw + (kw - 1)
+
+    def weight_index(self, b: ir.IRBuilder, g, o, c, i, j) -> ir.Value:
+        sg, so, sc, si, sj, k = self.weight_strides()
+        return U.index(b, (g, sg), (o, so), (c, sc), (i, si), (j, sj), k)
+
+
+@dataclass(frozen=True)
+class WidthPlan:
+    ot: int  # output channels per tile
+    r: int  # rows per tile
+    v: int  # vectors per column tile
+
+    def describe(self, lanes: int) -> str:
+        return (
+            f"width schedule: tile {self.ot} channels x {self.r} rows x {self.v}x{lanes} columns "
+            f"({self.ot * self.r * self.v} vector accumulators); loops c, i; taps j unrolled"
+        )
+
+
+@dataclass(frozen=True)
+class ChannelPlan:
+    nb: int  # blocks of `lanes` output channels per tile
+    r: int
+    t: int  # output columns per tile
+
+    def describe(self, lanes: int) -> str:
+        return (
+            f"channel schedule: tile {self.nb}x{lanes} channels x {self.r} rows x {self.t} "
+            f"columns ({self.nb * self.r * self.t} vector accumulators), weights packed per "
+            "call; loops c, i; taps j unrolled; results transposed in registers for row stores"
+        )
+
+
+def _step(fmas: float, loads: float, accs: int) -> float:
+    """Cycles for a burst of FMAs and loads spread over `accs` accumulators: 2 FMAs and 2
+    loads per cycle, and each accumulator's FMAs wait for the previous one (4 cycles). Pass
+    unaligned full-vector loads as 2 loads (most of them split across cache lines) and
+    broadcasts as 1. Ties go to fewer loads: measured, they are not free even when the FMAs
+    bound the estimate."""
+    return max(fmas / 2, loads / 2, 4 * fmas / accs) + 0.1 * loads
+
+
+def _split(n: int, size: int) -> list[tuple[int, int]]:
+    """[(count, size)] of the full tiles and the short last one."""
+    out = [(n // size, size)]
+    if n % size:
+        out.append((1, n % size))
+    return out
+
+
+def _distinct_cols(t: int, kw: int, stride: int, dilation: int) -> int:
+    return len({q * stride + j * dilation for q in range(t) for j in range(kw)})
+
+
+def partial_sums(accs: int, taps: int) -> int:
+    """Accumulators per output of a tile: with fewer than 8 in the tile, the FMA latency
+    (4 cycles, 2 per cycle) would bind, so taps j alternate between partial sums that are
+    added at the end (a fixed order still)."""
+    return max(1, min(taps, -(-8 // accs)))
+
+
+def _width_cost(p: DirectConv, lanes: int, plan: WidthPlan, regs: int) -> float:
+    n_vecs = -(-p.cols.n_out // lanes)
+    steps = p.cg * p.rows.k * p.cols.k
+    cost = 0.0
+    for oc, os_ in _split(p.og, plan.ot):
+        for rc, rs in tile_sizes(plan_axis(p.rows, plan.r, border=EDGE_ROWS)):
+            for vc, vs in _split(n_vecs, plan.v):
+                acc = os_ * rs * vs
+                split = partial_sums(acc, p.cols.k)
+                if acc * split + os_ + 1 > regs:
+                    split = 1
+                step = _step(acc, os_ + 2 * rs * vs, acc * split)
+                cost += oc * rc * vc * (steps * step + acc * split + 10)
+    return cost
+
+
+def _channel_cost(p: DirectConv, lanes: int, plan: ChannelPlan, regs: int) -> float:
+    n_blocks = -(-p.og // lanes)
+    kw = p.cols.k
+    per_c_i = p.cg * p.rows.k
+    cost = 0.0
+    for bc, bs in _split(n_blocks, plan.nb):
+        for rc, rs in tile_sizes(plan_axis(p.rows, plan.r, border=EDGE_ROWS)):
+            for tc, ts in _split(p.cols.n_out, plan.t):
+                acc = bs * rs * ts
+                split = partial_sums(acc, kw)
+                if acc * split + bs * kw + 2 > regs:
+                    split = 1
+                loads = kw * bs + rs * _distinct_cols(ts, kw, p.cols.stride, p.cols.dilation)
+                tile = per_c_i * _step(acc * kw, loads, acc * split) + acc * lanes + 10
+                cost += bc * rc * tc * tile
+    return cost
+
+
+def choose_direct_plan(p: DirectConv, lanes: int, regs: int) -> WidthPlan | ChannelPlan | None:
+    """The plan with the lowest estimated cycles that fits the vector registers and the
+    stack, or None when no vector schedule applies."""
+    options: list[tuple[float, WidthPlan | ChannelPlan]] = []
+    if p.cols.stride == 1:
+        v = min(-(-p.cols.n_out // lanes), 4)
+        for ot in range(1, min(p.og, 16) + 1):
+            for r in range(1, min(p.rows.n_out, 8) + 1):
+                if ot * r * v + ot + 1 <= regs:  # + the broadcasts + one row vector
+                    plan = WidthPlan(ot, r, v)
+                    options.append((_width_cost(p, lanes, plan, regs), plan))
+    n_blocks = -(-p.og // lanes)
+    packed = p.groups * n_blocks * p.cg * p.rows.k * p.cols.k * lanes * 4
+    if packed <= STACK_LIMIT_BYTES // 2:
+        for nb in range(1, min(n_blocks, 3) + 1):
+            for r in range(1, min(p.rows.n_out, 4) + 1):
+                for t in range(1, min(p.cols.n_out, 16) + 1):
+                    if nb * r * t + nb * p.cols.k + 2 <= regs:
+                        plan = ChannelPlan(nb, r, t)
+                        options.append((_channel_cost(p, lanes, plan, regs), plan))
+    if not options:  # strided columns and weights too large to pack: the generic path
+        return None
+    return min(options, key=lambda o: o[0])[1]
+
+
+# ---- weight gradients ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WidthWPlan:
+    ot: int
+
+    def describe(self, geo: ConvGeometry, lanes: int) -> str:
+        return (
+            f"width schedule: unit = {self.ot} output channels x 1 input channel, "
+            f"{self.ot}x{geo.kw} vector accumulators per kernel row, vectors of {lanes} "
+            "along x; images outermost, accumulators in stack scratch between images"
+        )
+
+
+@dataclass(frozen=True)
+class ChannelWPlan:
+    rows: int  # kernel rows per unit
+    t: int  # output columns per tile
+
+    def describe(self, geo: ConvGeometry, lanes: int) -> str:
+        return (
+            f"channel schedule: unit = {lanes} output channels x 1 input channel x "
+            f"{self.rows} kernel rows ({self.rows * geo.kw} vector accumulators), tiles of "
+            f"{self.t} columns; g transposed per image; images outermost"
+        )
+
+
+def conv_axes(geo: ConvGeometry) -> tuple[AxisGeometry, AxisGeometry]:
+    (sh, sw), (ph, pw), (dh, dw) = geo.stride, geo.padding, geo.dilation
+    return (
+        AxisGeometry(geo.oh, geo.h, geo.kh, sh, dh, ph),
+        AxisGeometry(geo.ow, geo.w, geo.kw, sw, dw, pw),
+    )
+
+
+def choose_wgrad_plan(geo: ConvGeometry, lanes: int, regs: int) -> WidthWPlan | ChannelWPlan | None:
+    """The cheaper vector schedule that fits registers and scratch, or None (generic)."""
+    rows, cols = conv_axes(geo)
+    options = []
+    n_vecs = -(-geo.ow // lanes)
+    valid_rows = sum(len([y for y in range(geo.oh) if i in rows.taps(y)]) for i in range(geo.kh))
+    if geo.stride[1] == 1:
+        for ot in range(1, min(geo.og, 8) + 1):
+            per_unit = geo.kh * ot * geo.kw * lanes * 4
+            if ot * geo.kw + ot + 2 > regs or per_unit > SCRATCH_BYTES:
+                continue
+            units = geo.groups * -(-geo.og // ot) * geo.cg
+            per_image = units * (
+                valid_rows * n_vecs * _step(ot * geo.kw, 2 * (ot + geo.kw), ot * geo.kw)
+                + geo.kh * ot * geo.kw
+            )
+            options.append((geo.n * per_image, WidthWPlan(ot)))
+    n_blocks = -(-geo.og // lanes)
+    gt_bytes = geo.groups * n_blocks * geo.oh * geo.ow * lanes * 4
+    if gt_bytes <= SCRATCH_BYTES:
+        for r in range(1, geo.kh + 1):
+            for t in range(1, min(geo.ow, 16) + 1):
+                if r * geo.kw + t + 2 > regs or r * geo.kw * lanes * 4 > SCRATCH_BYTES:
+                    continue
+                cols_read = len(
+                    {
+                        q * geo.stride[1] + j * geo.dilation[1]
+                        for q in range(t)
+                        for j in range(geo.kw)
+                    }
+                )
+                units = geo.groups * n_blocks * geo.cg * -(-geo.kh // r)
+                tiles = geo.oh * -(-geo.ow // t)
+                per_unit = (
+                    tiles * _step(t * r * geo.kw, t + r * cols_read, r * geo.kw) + 2 * r * geo.kw
+                )
+                pack = geo.groups * n_blocks * geo.oh * geo.ow / 4  # ~ a quarter cycle per element
+                options.append((geo.n * (units * per_unit + pack), ChannelWPlan(r, t)))
+    return min(options, key=lambda o: o[0])[1] if options else None
