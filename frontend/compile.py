@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -80,6 +81,18 @@ class Entry:
         return unflatten(ret_def, leaves)
 
 
+def default_backend() -> Callable[[Graph], Callable]:
+    """Native code, unless GRAPHC_BACKEND=interpreter asks for the reference interpreter."""
+    choice = os.environ.get("GRAPHC_BACKEND", "native")
+    if choice == "interpreter":
+        return interpreter_executable
+    if choice != "native":
+        raise GraphcError(f"GRAPHC_BACKEND={choice!r}: expected 'native' or 'interpreter'")
+    from graphc.codegen.backend import native_executable
+
+    return native_executable
+
+
 def interpreter_executable(graph: Graph) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
     return lambda arrays: interpret(graph, arrays)
 
@@ -89,7 +102,7 @@ class CompiledFunction:
 
     def __init__(self, fn: Callable, backend: Callable[[Graph], Callable] | None = None) -> None:
         self.fn = fn
-        self.backend = backend or interpreter_executable
+        self.backend = backend or default_backend()
         self.cache: dict[Any, list[Entry]] = {}
         self.last: Entry | None = None
         functools.update_wrapper(self, fn)

@@ -39,13 +39,13 @@ def test_compiled_step_matches_eager_and_writes_state_back(rng):
     opt = optim.Adam(net.parameters(), lr=1e-3)
     compiled = graphc.compile(make_step(net, opt))
     for _ in range(3):
-        np.testing.assert_allclose(compiled(x, y).item(), eager(x, y).item(), rtol=1e-6)
+        np.testing.assert_allclose(compiled(x, y).item(), eager(x, y).item(), rtol=1e-5)
     for (k, a), b in zip(eager_net.state_dict().items(), net.state_dict().values(), strict=True):
-        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-5, atol=1e-8, err_msg=k)
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-4, atol=1e-6, err_msg=k)
     # .grad and optimizer state are visible after a compiled step, as after an eager one.
     p = net.fc1.weight
     np.testing.assert_allclose(
-        p.grad.numpy(), eager_net.fc1.weight.grad.numpy(), rtol=1e-5, atol=1e-9
+        p.grad.numpy(), eager_net.fc1.weight.grad.numpy(), rtol=1e-4, atol=1e-7
     )
     assert float(opt.state[p]["step"].item()) == 3.0
     assert len(compiled.cache) == 1
@@ -106,8 +106,8 @@ def test_batchnorm_running_stats_update_in_compiled_step(rng):
     for _ in range(2):
         f(x)
         bn_eager(x)
-    np.testing.assert_allclose(bn.running_mean.numpy(), bn_eager.running_mean.numpy(), rtol=1e-6)
-    np.testing.assert_allclose(bn.running_var.numpy(), bn_eager.running_var.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(bn.running_mean.numpy(), bn_eager.running_mean.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(bn.running_var.numpy(), bn_eager.running_var.numpy(), rtol=1e-5)
     assert bn.num_batches_tracked.item() == 2
 
 

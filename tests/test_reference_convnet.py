@@ -63,7 +63,7 @@ def test_reference_convnet_eager_and_compiled_agree():
     eager_losses, eager_state = run(compiled=False)
     compiled_losses, compiled_state = run(compiled=True)
     assert len(eager_losses) == 6
-    np.testing.assert_allclose(compiled_losses, eager_losses, rtol=1e-6)
+    np.testing.assert_allclose(compiled_losses, eager_losses, rtol=1e-5)
     for k, v in eager_state.items():
         np.testing.assert_allclose(compiled_state[k], v, rtol=1e-5, atol=1e-7, err_msg=k)
     # Training moves the parameters and lowers the loss on this fixed data.
