@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from graphc.codegen import loop, misc, pool, pool_tiled, rows
+from graphc.codegen import collective, loop, misc, pool, pool_tiled, rows
 from graphc.codegen.emit import Spec
 from graphc.codegen.irutil import i64
 from graphc.codegen.scalar import I8, I32, I64, PTR
@@ -58,6 +58,9 @@ def lower(
         spec = emit_kernel(module, k, stored, storage, target)
         fn = module.get_global(spec.name)
         fn.linkage = "internal"
+        # Kept out of line: inlining forty kernels into the entry only makes LLVM optimise
+        # one huge function again (measured: most of the module's optimisation time).
+        fn.attributes.add("noinline")
         _set_attrs(fn, target)
         specs.append(spec)
     _emit_entry(module, graph, plan, specs, storage, target, profile, fault)
@@ -84,7 +87,7 @@ def emit_kernel(
             relu=k.params.get("relu", False),
             bias_grad=k.params.get("bias_grad"),
         )
-    for table in (pool.EMITTERS, rows.EMITTERS, misc.EMITTERS):
+    for table in (pool.EMITTERS, rows.EMITTERS, misc.EMITTERS, collective.EMITTERS):
         if k.kind in table:
             return table[k.kind](module, k.name, k.root, storage)
     raise NotImplementedError(f"no lowering for kernel kind {k.kind!r} ({k.root.op})")
