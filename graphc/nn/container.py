@@ -1,14 +1,81 @@
-"""Sequential, ModuleList and ModuleDict."""
+"""Sequential, ModuleList and ModuleDict, with torch.nn's indexing, naming and mutation rules.
+
+Children are registered under their index ("0", "1", ...) or key, which is what parameter
+names and state_dict keys are built from; deleting from a Sequential or ModuleList renumbers
+the rest, as PyTorch does.
+"""
 
 from __future__ import annotations
 
+import operator
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 
+from graphc import state_version
 from graphc.nn.module import Module
 
 
-class Sequential(Module):
+def _index(idx, n: int, kind: str) -> int:
+    i = operator.index(idx)
+    if not -n <= i < n:
+        raise IndexError(f"index {i} is out of range for a {kind} of length {n}")
+    return i % n
+
+
+class _Indexed(Module):
+    """Shared by Sequential and ModuleList: children named by their position."""
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._modules.values())
+
+    def _key(self, idx) -> str:
+        return list(self._modules)[_index(idx, len(self), type(self).__name__)]
+
+    def __setitem__(self, idx: int, module: Module) -> None:
+        self.add_module(self._key(idx), module)
+
+    def __delitem__(self, idx) -> None:
+        keys = list(self._modules)
+        doomed = keys[idx] if isinstance(idx, slice) else [self._key(idx)]
+        for k in doomed:
+            del self._modules[k]
+        self._renumber(list(self._modules.values()))
+
+    def _renumber(self, modules: list[Module]) -> None:
+        self._modules.clear()
+        for i, m in enumerate(modules):
+            self.add_module(str(i), m)  # bumps the state version: compiled code re-traces
+
+    def append(self, module: Module):
+        self.add_module(str(len(self)), module)
+        return self
+
+    def extend(self, modules: Iterable[Module]):
+        for m in modules:
+            self.append(m)
+        return self
+
+    def insert(self, index: int, module: Module) -> None:
+        n = len(self)
+        if not -n <= index <= n:
+            raise IndexError(f"index {index} is out of range for insert into length {n}")
+        modules = list(self._modules.values())
+        modules.insert(index, module)
+        self._renumber(modules)
+
+    def pop(self, idx: int = -1) -> Module:
+        m = self[idx]
+        del self[idx]
+        return m
+
+    def __iadd__(self, modules: Iterable[Module]):
+        return self.extend(modules)
+
+
+class Sequential(_Indexed):
     def __init__(self, *args) -> None:
         super().__init__()
         if len(args) == 1 and isinstance(args[0], OrderedDict):
@@ -24,22 +91,17 @@ class Sequential(Module):
         return input
 
     def __getitem__(self, idx):
-        if isinstance(idx, slice):
+        if isinstance(idx, slice):  # keeps the children's names, as PyTorch does
             return Sequential(OrderedDict(list(self._modules.items())[idx]))
-        return list(self._modules.values())[idx]
+        return self._modules[self._key(idx)]
 
-    def __len__(self) -> int:
-        return len(self._modules)
-
-    def __iter__(self) -> Iterator[Module]:
-        return iter(self._modules.values())
-
-    def append(self, module: Module) -> Sequential:
-        self.add_module(str(len(self)), module)
-        return self
+    def __add__(self, other: Sequential) -> Sequential:
+        if not isinstance(other, Sequential):
+            raise ValueError(f"add operator supports only Sequential, got {type(other).__name__}")
+        return Sequential(*self, *other)
 
 
-class ModuleList(Module):
+class ModuleList(_Indexed):
     def __init__(self, modules: Iterable[Module] | None = None) -> None:
         super().__init__()
         for m in modules or ():
@@ -48,33 +110,20 @@ class ModuleList(Module):
     def __getitem__(self, idx):
         if isinstance(idx, slice):
             return ModuleList(list(self._modules.values())[idx])
-        return list(self._modules.values())[idx]
+        return self._modules[self._key(idx)]
 
-    def __setitem__(self, idx: int, module: Module) -> None:
-        key = list(self._modules)[idx]
-        self.add_module(key, module)
+    def __add__(self, other: Iterable[Module]) -> ModuleList:
+        return ModuleList([*self, *other])
 
-    def __len__(self) -> int:
-        return len(self._modules)
-
-    def __iter__(self) -> Iterator[Module]:
-        return iter(self._modules.values())
-
-    def append(self, module: Module) -> ModuleList:
-        self.add_module(str(len(self)), module)
-        return self
-
-    def extend(self, modules: Iterable[Module]) -> ModuleList:
-        for m in modules:
-            self.append(m)
-        return self
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError("ModuleList is not callable; iterate over it in forward()")
 
 
 class ModuleDict(Module):
-    def __init__(self, modules: Mapping[str, Module] | None = None) -> None:
+    def __init__(self, modules: Mapping[str, Module] | Iterable | None = None) -> None:
         super().__init__()
-        for k, m in (modules or {}).items():
-            self.add_module(k, m)
+        if modules is not None:
+            self.update(modules)
 
     def __getitem__(self, key: str) -> Module:
         return self._modules[key]
@@ -82,11 +131,18 @@ class ModuleDict(Module):
     def __setitem__(self, key: str, module: Module) -> None:
         self.add_module(key, module)
 
+    def __delitem__(self, key: str) -> None:
+        del self._modules[key]
+        state_version.bump()
+
     def __len__(self) -> int:
         return len(self._modules)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._modules)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._modules
 
     def keys(self):
         return self._modules.keys()
@@ -96,3 +152,24 @@ class ModuleDict(Module):
 
     def values(self):
         return self._modules.values()
+
+    def clear(self) -> None:
+        self._modules.clear()
+        state_version.bump()
+
+    def pop(self, key: str) -> Module:
+        m = self[key]
+        del self[key]
+        return m
+
+    def update(self, modules: Mapping[str, Module] | Iterable) -> None:
+        pairs = modules.items() if isinstance(modules, Mapping) else modules
+        for j, pair in enumerate(pairs):
+            if len(pair) != 2:
+                raise ValueError(
+                    f"ModuleDict update sequence element #{j} has length {len(pair)}; 2 is required"
+                )
+            self[pair[0]] = pair[1]
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError("ModuleDict is not callable; index it in forward()")

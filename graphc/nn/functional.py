@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from graphc import dispatch, dtypes
 from graphc import functions as G
 from graphc.errors import GraphcError, ShapeError
@@ -9,18 +11,34 @@ from graphc.tensor import Tensor
 
 apply = dispatch.apply
 
-# Activations and normalisers are the tensor functions themselves.
-relu_ = G.relu
+# Activations are the tensor functions themselves.
 sigmoid = G.sigmoid
 tanh = G.tanh
-softmax = G.softmax
-log_softmax = G.log_softmax
 flatten = G.flatten
 
 
 def relu(input: Tensor, inplace: bool = False) -> Tensor:
     out = G.relu(input)
     return input._inplace(out) if inplace else out
+
+
+def relu_(input: Tensor) -> Tensor:
+    return input._inplace(G.relu(input))
+
+
+def _softmax_dim(ndim: int) -> int:
+    """PyTorch's (deprecated) implicit dim: 0 for 0-, 1- and 3-D input, else 1."""
+    return 0 if ndim in (0, 1, 3) else 1
+
+
+def softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3, dtype=None) -> Tensor:
+    x = G.cast(input, dtype) if dtype is not None else input
+    return G.softmax(x, _softmax_dim(x.ndim) if dim is None else dim)
+
+
+def log_softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3, dtype=None) -> Tensor:
+    x = G.cast(input, dtype) if dtype is not None else input
+    return G.log_softmax(x, _softmax_dim(x.ndim) if dim is None else dim)
 
 
 def _pair(v, name: str) -> tuple[int, int]:
@@ -93,6 +111,7 @@ def conv2d(
     x, unbatched = _batched(input, "conv2d")
     stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
     kh, kw = weight.shape[2:] if weight.ndim == 4 else (1, 1)
+    trim = (0, 0)  # leading output rows/cols to drop (asymmetric 'same' padding)
     if padding == "valid":
         padding = (0, 0)
     elif padding == "same":
@@ -100,19 +119,19 @@ def conv2d(
             raise dispatch.user_error(
                 GraphcError, "padding='same' is not supported for strided convolutions"
             )
+        # PyTorch pads total//2 before and the rest after. An odd total (even kernel) is
+        # computed as a symmetric pad of ceil(total/2) whose first output row/col is dropped.
         totals = (dilation[0] * (kh - 1), dilation[1] * (kw - 1))
-        if totals[0] % 2 or totals[1] % 2:
-            raise dispatch.user_error(
-                GraphcError,
-                "padding='same' with an even kernel needs "
-                "asymmetric padding, which graphc does not support",
-            )
-        padding = (totals[0] // 2, totals[1] // 2)
+        padding = ((totals[0] + 1) // 2, (totals[1] + 1) // 2)
+        trim = (totals[0] % 2, totals[1] % 2)
     else:
         padding = _pair(padding, "padding")
     out = apply(
         "conv2d", (x, weight), stride=stride, padding=padding, dilation=dilation, groups=int(groups)
     )
+    for axis, k in ((2, trim[0]), (3, trim[1])):
+        if k:
+            out = apply("slice", (out,), axis=axis, start=k, stop=out.shape[axis], step=1)
     out = _bias_nchw(out, bias)
     return G.squeeze(out, 0) if unbatched else out
 
@@ -196,8 +215,12 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
     if p == 1.0:
         out = G.mul(input, 0.0)
     else:
+        # PyTorch's CPU dropout: a Bernoulli(1 - p) mask divided by (1 - p) in the input's
+        # dtype, times the input.
         keep = G.lt(G.rand_like(input), 1.0 - p)
-        out = G.where(keep, G.mul(input, 1.0 / (1.0 - p)), 0.0)
+        real = np.dtype(input.dtype.np).type
+        scale = float(real(1) / real(1.0 - p))  # 1 - p in double, then rounded, as PyTorch
+        out = G.where(keep, G.mul(input, scale), 0.0)
     return input._inplace(out) if inplace else out
 
 
@@ -217,6 +240,19 @@ def batch_norm(
             ShapeError, f"batch_norm: expected at least 2-D input, got {list(input.shape)}"
         )
     c = input.shape[1]
+    per_channel = [
+        ("running_mean", running_mean),
+        ("running_var", running_var),
+        ("weight", weight),
+        ("bias", bias),
+    ]
+    for name, t in per_channel:
+        if t is not None and tuple(t.shape) != (c,):
+            raise dispatch.user_error(
+                ShapeError,
+                f"batch_norm: the input has {c} channels (shape {list(input.shape)}) but "
+                f"{name} has shape {list(t.shape)}; num_features must equal the channels",
+            )
     axes = tuple(i for i in range(input.ndim) if i != 1)
     shape = [1, c] + [1] * (input.ndim - 2)
     n = input.numel() // c
@@ -227,34 +263,57 @@ def batch_norm(
                 f"expected more than 1 value per channel when "
                 f"training, got input size {list(input.shape)}",
             )
+        # PyTorch's CPU kernel: mean, then the sum of squared deviations; the normaliser
+        # invstd = 1/sqrt(var_sum/n + eps) is evaluated in double and rounded once.
         mean = G.mean(input, axes, keepdim=True)
         centered = G.sub(input, mean)
-        var = G.mean(G.mul(centered, centered), axes, keepdim=True)
+        var_sum = G.sum(G.mul(centered, centered), axes, keepdim=True)
+        invstd = _invstd(G.div(var_sum, float(n)), eps, dtypes.float64)
         if running_mean is not None and running_var is not None:
             with dispatch.no_grad():
-                m = momentum
-                rm = G.add(
-                    G.mul(running_mean, G.sub(1.0, m) if isinstance(m, Tensor) else 1.0 - m),
-                    G.mul(G.reshape(mean, c), m),
+                _update_running_stats(
+                    running_mean,
+                    running_var,
+                    G.reshape(mean, c),
+                    G.reshape(var_sum, c),
+                    n,
+                    momentum,
                 )
-                unbiased = G.mul(G.reshape(var, c), n / (n - 1))
-                rv = G.add(
-                    G.mul(running_var, G.sub(1.0, m) if isinstance(m, Tensor) else 1.0 - m),
-                    G.mul(unbiased, m),
-                )
-                running_mean.copy_(rm)
-                running_var.copy_(rv)
     else:
         if running_mean is None or running_var is None:
             raise dispatch.user_error(GraphcError, "batch_norm in eval mode needs running stats")
         centered = G.sub(input, G.reshape(running_mean, *shape))
-        var = G.reshape(running_var, *shape)
-    out = G.mul(centered, G.rsqrt(G.add(var, eps)))
+        invstd = _invstd(G.reshape(running_var, *shape), eps, input.dtype)
+    out = G.mul(centered, invstd)
     if weight is not None:
         out = G.mul(out, G.reshape(weight, *shape))
     if bias is not None:
         out = G.add(out, G.reshape(bias, *shape))
     return out
+
+
+def _invstd(var: Tensor, eps: float, precision) -> Tensor:
+    """1/sqrt(var + eps), evaluated in `precision` and rounded back to var's dtype."""
+    wide = G.cast(var, precision) if precision.itemsize > var.dtype.itemsize else var
+    return G.cast(G.rsqrt(G.add(wide, eps)), var.dtype)
+
+
+def _update_running_stats(
+    running_mean: Tensor, running_var: Tensor, mean: Tensor, var_sum: Tensor, n: int, momentum
+) -> None:
+    """running = momentum * batch + (1 - momentum) * running, as PyTorch's CPU kernel does it:
+    momentum rounded to the stats' dtype first; the unbiased-variance term added in double."""
+    dt = running_mean.dtype
+    m = momentum if isinstance(momentum, Tensor) else G.full((), momentum, dtype=dt)
+    m = G.cast(m, dt)
+    keep = G.sub(1.0, m)
+    running_mean.copy_(G.add(G.mul(m, mean), G.mul(keep, running_mean)))
+    unbiased = G.div(var_sum, float(n - 1))
+    wide = dtypes.float64
+    rv = G.add(
+        G.mul(G.cast(m, wide), G.cast(unbiased, wide)), G.cast(G.mul(keep, running_var), wide)
+    )
+    running_var.copy_(G.cast(rv, running_var.dtype))
 
 
 # ---- losses ---------------------------------------------------------------------------------
@@ -270,6 +329,28 @@ def _reduce(loss: Tensor, reduction: str) -> Tensor:
     raise dispatch.user_error(
         GraphcError, f"{reduction!r} is not a valid reduction ('mean', 'sum' or 'none')"
     )
+
+
+def _check_reduction(reduction: str) -> None:
+    if reduction not in ("mean", "sum", "none"):
+        raise dispatch.user_error(
+            GraphcError, f"{reduction!r} is not a valid reduction ('mean', 'sum' or 'none')"
+        )
+
+
+def _check_weight(weight: Tensor | None, c: int) -> None:
+    if weight is not None and tuple(weight.shape) != (c,):
+        raise dispatch.user_error(
+            ShapeError,
+            f"weight tensor should be defined either for all {c} classes or no classes "
+            f"but got weight tensor of shape: {list(weight.shape)}",
+        )
+
+
+def _target_one_hot(target: Tensor, c: int, ignore_index: int, dtype) -> Tensor:
+    """[..., C] rows: 1 at each target's class; all 0 where target == ignore_index (even
+    when the ignored index is itself a class)."""
+    return apply("one_hot", (target,), num_classes=c, ignore_index=ignore_index, dtype=dtype)
 
 
 def _class_last(input: Tensor) -> Tensor:
@@ -300,7 +381,9 @@ def nll_loss(
             f"nll_loss: expected target of shape {list(expect)} for input of shape "
             f"{list(input.shape)}, got {list(target.shape)}",
         )
-    hot = apply("one_hot", (target,), num_classes=c, ignore_index=ignore_index, dtype=input.dtype)
+    _check_reduction(reduction)
+    _check_weight(weight, c)
+    hot = _target_one_hot(target, c, ignore_index, input.dtype)
     logp = _class_last(input)
     if weight is not None:
         hot = G.mul(hot, weight)
@@ -349,9 +432,7 @@ def cross_entropy(
     smooth = G.mul(per, valid)
     if reduction == "mean":
         if weight is not None:
-            hot = apply(
-                "one_hot", (target,), num_classes=c, ignore_index=ignore_index, dtype=input.dtype
-            )
+            hot = _target_one_hot(target, c, ignore_index, input.dtype)
             denom = G.sum(G.mul(hot, weight))
         else:
             denom = G.sum(valid)

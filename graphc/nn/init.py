@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from graphc import dispatch
+from graphc import functions as G
 from graphc.errors import GraphcError
 from graphc.tensor import Tensor
 
@@ -78,6 +81,10 @@ def ones_(tensor: Tensor) -> Tensor:
 def kaiming_uniform_(
     tensor: Tensor, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu"
 ) -> Tensor:
+    """U(-b, b) with b = gain * sqrt(3 / fan). Linear and Conv2d use a=sqrt(5), which makes
+    b = 1/sqrt(fan_in), PyTorch's default initialisation."""
+    if tensor.numel() == 0:  # PyTorch: initialising a zero-element tensor is a no-op
+        return tensor
     gain = calculate_gain(nonlinearity, a)
     bound = math.sqrt(3.0) * gain / math.sqrt(_fan(tensor, mode))
     return uniform_(tensor, -bound, bound)
@@ -86,6 +93,8 @@ def kaiming_uniform_(
 def kaiming_normal_(
     tensor: Tensor, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu"
 ) -> Tensor:
+    if tensor.numel() == 0:
+        return tensor
     std = calculate_gain(nonlinearity, a) / math.sqrt(_fan(tensor, mode))
     return normal_(tensor, 0.0, std)
 
@@ -99,3 +108,10 @@ def xavier_uniform_(tensor: Tensor, gain: float = 1.0) -> Tensor:
 def xavier_normal_(tensor: Tensor, gain: float = 1.0) -> Tensor:
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
     return normal_(tensor, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)))
+
+
+def eye_(tensor: Tensor) -> Tensor:
+    if tensor.ndim != 2:
+        raise GraphcError("Only tensors with 2 dimensions are supported")
+    with dispatch.no_grad():
+        return tensor.copy_(G.tensor(np.eye(*tensor.shape, dtype=tensor.dtype.np)))

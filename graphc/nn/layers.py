@@ -19,6 +19,11 @@ def _empty(*shape: int, dtype=None) -> Parameter:
     return Parameter(np.zeros(shape, (dtype or dtypes.float32).np))
 
 
+def _check_device(device) -> None:
+    if device is not None and str(device) != "cpu":
+        raise ValueError(f"graphc runs on the CPU; device={device!r} is not available")
+
+
 def _pair(v) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else tuple(v)
 
@@ -32,13 +37,17 @@ class Identity(Module):
 
 
 class Linear(Module):
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype=None) -> None:
+    def __init__(
+        self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None
+    ) -> None:
         super().__init__()
+        _check_device(device)
         self.in_features = in_features
         self.out_features = out_features
         self.weight = _empty(out_features, in_features, dtype=dtype)
-        self.bias = _empty(out_features, dtype=dtype) if bias else None
-        if not bias:
+        if bias:
+            self.bias = _empty(out_features, dtype=dtype)
+        else:
             self.register_parameter("bias", None)
         self.reset_parameters()
 
@@ -70,9 +79,11 @@ class Conv2d(Module):
         groups: int = 1,
         bias: bool = True,
         padding_mode: str = "zeros",
+        device=None,
         dtype=None,
     ) -> None:
         super().__init__()
+        _check_device(device)
         if in_channels % groups or out_channels % groups:
             raise ValueError("in_channels and out_channels must be divisible by groups")
         if padding_mode != "zeros":
@@ -227,7 +238,7 @@ class Softmax(Module):
         self.dim = dim
 
     def forward(self, input: Tensor) -> Tensor:
-        return G.softmax(input, self.dim if self.dim is not None else -1)
+        return F.softmax(input, self.dim)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"
@@ -235,7 +246,7 @@ class Softmax(Module):
 
 class LogSoftmax(Softmax):
     def forward(self, input: Tensor) -> Tensor:
-        return G.log_softmax(input, self.dim if self.dim is not None else -1)
+        return F.log_softmax(input, self.dim)
 
 
 class Flatten(Module):
@@ -265,8 +276,6 @@ class Dropout(Module):
 
 
 class _BatchNorm(Module):
-    dims = 4
-
     def __init__(
         self,
         num_features: int,
@@ -274,20 +283,28 @@ class _BatchNorm(Module):
         momentum: float | None = 0.1,
         affine: bool = True,
         track_running_stats: bool = True,
+        device=None,
         dtype=None,
+        *,
+        bias: bool = True,
     ) -> None:
         super().__init__()
+        _check_device(device)
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
+        self.use_bias = affine and bias  # PyTorch 2.13: bias=False keeps only the weight
+        dt = (dtype or dtypes.float32).np
         if affine:
-            self.weight = Parameter(np.ones(num_features, (dtype or dtypes.float32).np))
-            self.bias = Parameter(np.zeros(num_features, (dtype or dtypes.float32).np))
+            self.weight = Parameter(np.ones(num_features, dt))
         else:
             self.register_parameter("weight", None)
+        if self.use_bias:
+            self.bias = Parameter(np.zeros(num_features, dt))
+        else:
             self.register_parameter("bias", None)
         if track_running_stats:
-            self.register_buffer("running_mean", Tensor._wrap(np.zeros(num_features, np.float32)))
-            self.register_buffer("running_var", Tensor._wrap(np.ones(num_features, np.float32)))
+            self.register_buffer("running_mean", Tensor._wrap(np.zeros(num_features, dt)))
+            self.register_buffer("running_var", Tensor._wrap(np.ones(num_features, dt)))
             self.register_buffer("num_batches_tracked", Tensor._wrap(np.zeros((), np.int64)))
         else:
             self.register_buffer("running_mean", None)
@@ -314,7 +331,8 @@ class _BatchNorm(Module):
             with dispatch.no_grad():
                 self.num_batches_tracked.add_(1)
             if self.momentum is None:  # cumulative moving average
-                factor = G.div(1.0, G.cast(self.num_batches_tracked, dtypes.float32))
+                # PyTorch computes 1.0 / float(num_batches_tracked) in double.
+                factor = G.div(1.0, G.cast(self.num_batches_tracked, dtypes.float64))
         use_batch_stats = training or not self.track_running_stats
         return F.batch_norm(
             input,
@@ -330,7 +348,8 @@ class _BatchNorm(Module):
     def extra_repr(self) -> str:
         return (
             f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-            f"affine={self.affine}, track_running_stats={self.track_running_stats}"
+            f"affine={self.affine}, bias={self.use_bias}, "
+            f"track_running_stats={self.track_running_stats}"
         )
 
 

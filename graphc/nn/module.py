@@ -57,11 +57,11 @@ class Module:
             )
         params, buffers, modules = self._parameters, self._buffers, self._modules
         if isinstance(value, Parameter):
-            self._forget(name)
+            self._forget(name, keep="_parameters")  # an existing slot keeps its position
             params[name] = value
             state_version.bump()
         elif isinstance(value, Module):
-            self._forget(name)
+            self._forget(name, keep="_modules")
             modules[name] = value
             state_version.bump()
         elif name in params:
@@ -82,10 +82,28 @@ class Module:
         else:
             object.__setattr__(self, name, value)
 
-    def _forget(self, name: str) -> None:
-        for d in (self.__dict__, self._parameters, self._buffers, self._modules):
-            d.pop(name, None)
-        self._non_persistent.discard(name)
+    def _forget(self, name: str, keep: str | None = None) -> None:
+        """Removes `name` from every store but `keep` (whose entry is replaced in place)."""
+        for store in ("_parameters", "_buffers", "_modules"):
+            if store != keep:
+                self.__dict__[store].pop(name, None)
+        self.__dict__.pop(name, None)
+        if keep != "_buffers":
+            self._non_persistent.discard(name)
+
+    def _check_name(self, name: str, kind: str, store: str) -> None:
+        if not isinstance(name, str):
+            raise TypeError(f"{kind} name should be a string. Got {type(name).__name__}")
+        if "." in name:
+            raise KeyError(f'{kind} name can\'t contain ".", got: {name}')
+        if name == "":
+            raise KeyError(f'{kind} name can\'t be empty string ""')
+        others = [s for s in ("_parameters", "_buffers", "_modules") if s != store]
+        taken = name in self.__dict__ or hasattr(type(self), name)
+        if name not in self.__dict__[store] and (
+            taken or any(name in self.__dict__[s] for s in others)
+        ):
+            raise KeyError(f"attribute '{name}' already exists")
 
     def __getattr__(self, name: str) -> Any:
         d = self.__dict__
@@ -102,25 +120,34 @@ class Module:
             object.__delattr__(self, name)
 
     def register_parameter(self, name: str, param: Parameter | None) -> None:
+        if "_parameters" not in self.__dict__:
+            raise AttributeError("cannot assign parameter before Module.__init__() call")
+        self._check_name(name, "parameter", "_parameters")
         if param is not None and not isinstance(param, Parameter):
             raise TypeError(f"cannot assign {type(param).__name__} as parameter {name!r}")
-        self._forget(name)
+        self._forget(name, keep="_parameters")
         self._parameters[name] = param
         state_version.bump()
 
     def register_buffer(self, name: str, tensor: Tensor | None, persistent: bool = True) -> None:
+        if "_buffers" not in self.__dict__:
+            raise AttributeError("cannot assign buffer before Module.__init__() call")
+        self._check_name(name, "buffer", "_buffers")
         if tensor is not None and not isinstance(tensor, Tensor):
             raise TypeError(f"cannot assign {type(tensor).__name__} as buffer {name!r}")
-        self._forget(name)
+        self._forget(name, keep="_buffers")
         self._buffers[name] = tensor
-        if not persistent:
+        if persistent:
+            self._non_persistent.discard(name)
+        else:
             self._non_persistent.add(name)
         state_version.bump()
 
     def add_module(self, name: str, module: Module | None) -> None:
         if module is not None and not isinstance(module, Module):
             raise TypeError(f"{type(module).__name__} is not a Module subclass")
-        self._forget(name)
+        self._check_name(name, "module", "_modules")
+        self._forget(name, keep="_modules")
         self._modules[name] = module
         state_version.bump()
 
@@ -161,27 +188,33 @@ class Module:
         for _, m in self.named_children():
             yield m
 
-    def _named_members(self, store: str, prefix: str, recurse: bool):
+    def _named_members(self, store: str, prefix: str, recurse: bool, remove_duplicate: bool):
         seen: set[int] = set()
-        mods = self.named_modules(prefix=prefix) if recurse else [(prefix, self)]
+        mods = (
+            self.named_modules(prefix=prefix, remove_duplicate=remove_duplicate)
+            if recurse
+            else [(prefix, self)]
+        )
         for mod_prefix, m in mods:
             for name, t in getattr(m, store).items():
-                if t is None or id(t) in seen:
+                if t is None or (remove_duplicate and id(t) in seen):
                     continue
                 seen.add(id(t))
                 yield (f"{mod_prefix}.{name}" if mod_prefix else name), t
 
     def named_parameters(
-        self, prefix: str = "", recurse: bool = True
+        self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
     ) -> Iterator[tuple[str, Parameter]]:
-        return self._named_members("_parameters", prefix, recurse)
+        return self._named_members("_parameters", prefix, recurse, remove_duplicate)
 
     def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
         for _, p in self.named_parameters(recurse=recurse):
             yield p
 
-    def named_buffers(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, Tensor]]:
-        return self._named_members("_buffers", prefix, recurse)
+    def named_buffers(
+        self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, Tensor]]:
+        return self._named_members("_buffers", prefix, recurse, remove_duplicate)
 
     def buffers(self, recurse: bool = True) -> Iterator[Tensor]:
         for _, b in self.named_buffers(recurse=recurse):
@@ -261,14 +294,16 @@ class Module:
     ) -> OrderedDict[str, Tensor]:
         """name -> tensor, PyTorch's keys and layouts; values share memory with the module."""
         out = OrderedDict() if destination is None else destination
-        for name, m in self.named_modules(prefix=prefix.rstrip(".")):
-            pre = f"{name}." if name else ""
-            for k, p in m._parameters.items():
-                if p is not None:
-                    out[pre + k] = p if keep_vars else p.detach()
-            for k, b in m._buffers.items():
-                if b is not None and k not in m._non_persistent:
-                    out[pre + k] = b if keep_vars else b.detach()
+        for k, p in self._parameters.items():
+            if p is not None:
+                out[prefix + k] = p if keep_vars else p.detach()
+        for k, b in self._buffers.items():
+            if b is not None and k not in self._non_persistent:
+                out[prefix + k] = b if keep_vars else b.detach()
+        # Like PyTorch, a module reachable under two names is saved under both.
+        for name, m in self._modules.items():
+            if m is not None:
+                m.state_dict(destination=out, prefix=f"{prefix}{name}.", keep_vars=keep_vars)
         return out
 
     def load_state_dict(

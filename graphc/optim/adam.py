@@ -6,12 +6,11 @@ import math
 
 from graphc import dispatch
 from graphc import functions as G
-from graphc.optim.optimizer import Optimizer, scalar_state, zeros_state
+from graphc.optim.arith import add_scaled, addcdiv, addcmul, hyper, lerp
+from graphc.optim.optimizer import Optimizer, _no_differentiable, scalar_state, zeros_state
 
 
 class Adam(Optimizer):
-    decoupled = False
-
     def __init__(
         self,
         params,
@@ -21,16 +20,25 @@ class Adam(Optimizer):
         weight_decay: float = 0.0,
         amsgrad: bool = False,
         *,
+        foreach: bool | None = None,
         maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        decoupled_weight_decay: bool = False,
     ) -> None:
         if lr < 0.0:
             raise ValueError(f"Invalid learning rate: {lr}")
         if eps < 0.0:
             raise ValueError(f"Invalid epsilon value: {eps}")
-        if not 0.0 <= betas[0] < 1.0 or not 0.0 <= betas[1] < 1.0:
-            raise ValueError(f"Invalid beta parameters: {betas}")
+        if not 0.0 <= betas[0] < 1.0:
+            raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
+        if not 0.0 <= betas[1] < 1.0:
+            raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
         if weight_decay < 0.0:
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        _no_differentiable(differentiable)
+        # PyTorch's group keys, in its order (state_dicts carry across in both directions).
         super().__init__(
             params,
             dict(
@@ -40,6 +48,11 @@ class Adam(Optimizer):
                 weight_decay=weight_decay,
                 amsgrad=amsgrad,
                 maximize=maximize,
+                foreach=foreach,
+                capturable=capturable,
+                differentiable=differentiable,
+                fused=fused,
+                decoupled_weight_decay=decoupled_weight_decay,
             ),
         )
 
@@ -63,6 +76,7 @@ class Adam(Optimizer):
         weight_decay = self._const(group, "weight_decay")
         amsgrad = self._const(group, "amsgrad")
         maximize = self._const(group, "maximize")
+        decoupled = self._const(group, "decoupled_weight_decay")
         states = []
         for p, _ in active:
             st = self.state[p]
@@ -87,32 +101,33 @@ class Adam(Optimizer):
         names = ["lr", "decay"] + [
             n for i in range(len(states)) for n in (f"step_size{i}", f"bias_correction2_sqrt{i}")
         ]
-        scalars = self._runtime(host, names)
+        scalars = self._runtime(host, names, [p for p, _ in active])
+        # PyTorch's _single_tensor_adam, op for op (see arith.py for the roundings).
         for i, ((p, grad), st) in enumerate(zip(active, states, strict=True)):
             if maximize:
                 grad = G.neg(grad)
             if weight_decay != 0:
-                if self.decoupled:
-                    p.mul_(scalars[1])
+                if decoupled:
+                    p.mul_(hyper(scalars[1], p))  # p.mul_(1 - lr * weight_decay)
                 else:
-                    grad = G.add(grad, p, alpha=weight_decay)
+                    grad = add_scaled(grad, p, weight_decay)  # grad.add(p, alpha=wd)
             exp_avg, exp_avg_sq = st["exp_avg"], st["exp_avg_sq"]
-            exp_avg.lerp_(grad, 1 - beta1)
-            exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            exp_avg.copy_(lerp(exp_avg, grad, 1 - beta1))
+            # exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            exp_avg_sq.copy_(addcmul(G.mul(exp_avg_sq, hyper(beta2, p)), grad, grad, 1 - beta2))
             step_size, bc2_sqrt = scalars[2 + 2 * i], scalars[3 + 2 * i]
             if amsgrad:
                 st["max_exp_avg_sq"].copy_(G.maximum(st["max_exp_avg_sq"], exp_avg_sq))
                 second = st["max_exp_avg_sq"]
             else:
                 second = exp_avg_sq
-            denom = G.add(G.div(G.sqrt(second), bc2_sqrt), eps)
-            p.addcdiv_(exp_avg, denom, value=-step_size)
+            # denom = (second.sqrt() / bias_correction2_sqrt).add_(eps)
+            denom = G.add(G.div(G.sqrt(second), hyper(bc2_sqrt, p)), hyper(eps, p))
+            p.copy_(addcdiv(p, exp_avg, denom, -step_size))
 
 
 class AdamW(Adam):
     """Adam with decoupled weight decay (PyTorch's default weight_decay=0.01)."""
-
-    decoupled = True
 
     def __init__(
         self,
@@ -124,5 +139,22 @@ class AdamW(Adam):
         amsgrad: bool = False,
         *,
         maximize: bool = False,
+        foreach: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize)
+        super().__init__(
+            params,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            amsgrad,
+            foreach=foreach,
+            maximize=maximize,
+            capturable=capturable,
+            differentiable=differentiable,
+            fused=fused,
+            decoupled_weight_decay=True,
+        )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from graphc import dispatch
 from graphc import functions as G
-from graphc.optim.optimizer import Optimizer, required, zeros_state
+from graphc.optim.arith import add_scaled, hyper
+from graphc.optim.optimizer import Optimizer, _no_differentiable, required, zeros_state
 
 
 class SGD(Optimizer):
@@ -18,6 +19,9 @@ class SGD(Optimizer):
         nesterov: bool = False,
         *,
         maximize: bool = False,
+        foreach: bool | None = None,
+        differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
         if lr is not required and lr < 0.0:
             raise ValueError(f"Invalid learning rate: {lr}")
@@ -27,6 +31,9 @@ class SGD(Optimizer):
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        _no_differentiable(differentiable)
+        # The group keys and their order are PyTorch's, so state_dicts carry across.
+        # foreach/fused are accepted and recorded: a compiled step fuses all updates anyway.
         super().__init__(
             params,
             dict(
@@ -36,6 +43,9 @@ class SGD(Optimizer):
                 weight_decay=weight_decay,
                 nesterov=nesterov,
                 maximize=maximize,
+                foreach=foreach,
+                differentiable=differentiable,
+                fused=fused,
             ),
         )
 
@@ -55,37 +65,42 @@ class SGD(Optimizer):
         if not active:
             return
         momentum = self._const(group, "momentum")
-        dampening = self._const(group, "dampening")
         weight_decay = self._const(group, "weight_decay")
         nesterov = self._const(group, "nesterov")
         maximize = self._const(group, "maximize")
-        bufs, new = [], []
+        states = []
         if momentum != 0:
             for p, _ in active:
                 st = self.state[p]
                 if "momentum_buffer" not in st:
                     st["momentum_buffer"] = zeros_state(p)
                     st["_fresh"] = True
-                    new.append(st)
-                bufs.append((st["momentum_buffer"], "_fresh" in st))
+                states.append(st)
 
         def host() -> list[float]:
-            # PyTorch's first step sets buf = grad; here it is buf*0 + grad*1 on the zero
-            # buffer made above, so one graph serves the first call and every later one.
-            first = [st.pop("_fresh", False) for st in new]
-            if any(first):
-                return [group["lr"], 0.0, 1.0]
-            return [group["lr"], group["momentum"], 1.0 - group["dampening"]]
+            # Per buffer: PyTorch's first step sets buf = grad; here it is buf*0 + grad*1 on
+            # the zero buffer made above. Fresh or not is decided at each call, not baked in,
+            # so the graph is the same whether the buffers are new or were loaded from a
+            # checkpoint (a resumed run repeats the uninterrupted one bit for bit).
+            out = [group["lr"]]
+            for st in states:
+                fresh = st.pop("_fresh", False)
+                out += [0.0, 1.0] if fresh else [group["momentum"], 1.0 - group["dampening"]]
+            return out
 
-        lr, keep_new, mix_new = self._runtime(host, ["lr", "momentum", "1-dampening"])
+        names = ["lr"] + [n for i in range(len(states)) for n in (f"keep{i}", f"mix{i}")]
+        lr, *mixing = self._runtime(host, names, [p for p, _ in active])
+        # PyTorch's _single_tensor_sgd, op for op (see arith.py for the roundings):
+        #   grad = grad.add(p, alpha=wd); buf.mul_(momentum).add_(grad, alpha=1 - dampening)
+        #   grad = grad.add(buf, alpha=momentum) if nesterov else buf; p.add_(grad, alpha=-lr)
         for i, (p, grad) in enumerate(active):
             if maximize:
                 grad = G.neg(grad)
             if weight_decay != 0:
-                grad = G.add(grad, p, alpha=weight_decay)
+                grad = add_scaled(grad, p, weight_decay)
             if momentum != 0:
-                buf, is_new = bufs[i]
-                keep, mix = (keep_new, mix_new) if is_new else (momentum, 1.0 - dampening)
-                buf.copy_(G.add(G.mul(buf, keep), G.mul(grad, mix)))
-                grad = G.add(grad, buf, alpha=momentum) if nesterov else buf
-            p.add_(G.mul(grad, -lr))
+                buf = states[i]["momentum_buffer"]
+                keep, mix = mixing[2 * i], mixing[2 * i + 1]
+                buf.copy_(add_scaled(G.mul(buf, hyper(keep, buf)), grad, mix))
+                grad = add_scaled(grad, buf, momentum) if nesterov else buf
+            p.copy_(add_scaled(p, grad, -lr))
