@@ -3,7 +3,8 @@
 Values live in registers as their natural LLVM types (bool as i1) and in memory as the
 dtype's storage type (bool as i8). NaN behaves as in numpy: maximum/minimum/relu/reductions
 propagate it, comparisons with it are false (except `ne`). Float ops carry fast-math flags
-that allow reassociation and contraction but never assume the absence of NaN or infinity.
+that allow reassociation and contraction (FMA) but never assume the absence of NaN or
+infinity, nor replace a division by a reciprocal multiplication.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from graphc import dtypes
 from graphc.dtypes import DType
 from graphc.ir import Node
 
-FLAGS = ("reassoc", "contract", "nsz", "arcp")
+FLAGS = ("reassoc", "contract", "nsz")  # no arcp: x / c stays a division, as in numpy
 I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
 F32, F64 = ir.FloatType(), ir.DoubleType()
 PTR = ir.PointerType()

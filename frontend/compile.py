@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from graphc import debug, dispatch, state_version
+from graphc import debug, dispatch
 from graphc.errors import GraphcError, TraceError
 from graphc.frontend.bindings import (
     ArgGradSink,
@@ -57,7 +57,6 @@ class Entry:
     grad_clears: list[Tensor]
     host_groups: list[HostGroup]
     guards: list[Guard]
-    version: int
     executable: Callable[[list[np.ndarray]], list[np.ndarray]]
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -66,7 +65,7 @@ class Entry:
         return self.pipeline.graph
 
     def valid(self) -> bool:
-        return self.version == state_version.current() and all(g.holds() for g in self.guards)
+        return all(g.holds() for g in self.guards)
 
     def run(self, args: Sequence) -> Any:
         host = evaluate_host(self.host_groups)
@@ -143,7 +142,6 @@ class CompiledFunction:
         name = getattr(self.fn, "__name__", "fn")
         trace = Trace(name)
         names = _argument_names(self.fn, args, kwargs, len(leaves))
-        version = state_version.current()
         symbolic = []
         for i, (leaf, nm) in enumerate(zip(leaves, names, strict=True)):
             symbolic.append(trace.add_arg(i, nm, leaf) if _is_tensor_like(leaf) else leaf)
@@ -152,6 +150,7 @@ class CompiledFunction:
             with dispatch.using(trace):
                 result = self.fn(*s_args, **s_kwargs)
             trace.flag_guard()
+            trace.structure_guard()
         except GraphcError as e:
             where = f" (traced for the call at {caller})" if caller else ""
             msg = str(e)
@@ -177,7 +176,6 @@ class CompiledFunction:
             clears,
             trace.host_groups,
             trace.guards,
-            version,
             executable,
             {
                 "trace": t1 - t0,

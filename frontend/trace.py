@@ -87,6 +87,29 @@ class Trace(dispatch.Mode):
         self._grad_flags.append(t)  # one guard checks them all (see flag_guard)
         return node
 
+    def structure_guard(self) -> None:
+        """One guard over the structure versions of every module (with its submodules) and
+        optimizer the trace used: swapping a layer or optimizer state re-traces."""
+        from graphc import state_version
+
+        objs: list = []
+        for owner in self.owners:
+            members = (
+                [m for _, m in owner.named_modules()]
+                if hasattr(owner, "named_modules")
+                else [owner]
+            )
+            objs += [m for m in members if not any(m is o for o in objs)]
+        objs_t = tuple(objs)
+        if objs_t:
+            self.guards.append(
+                Guard(
+                    lambda: [state_version.of(o) for o in objs_t],
+                    [state_version.of(o) for o in objs_t],
+                    "structure of the modules and optimizers used",
+                )
+            )
+
     def flag_guard(self) -> None:
         """A single guard over every captured tensor's requires_grad (checked per call)."""
         tensors = tuple(self._grad_flags)

@@ -1,19 +1,22 @@
-"""A counter bumped whenever the set of tensors a compiled function may have captured changes
-(a module gains or swaps a parameter, an optimizer loads state into new tensors). Compiled
-traces remember the value they were made under and re-trace when it moved."""
+"""Structure versions: a counter on each Module and Optimizer, bumped whenever the set of
+tensors it holds changes (a parameter, buffer or submodule assigned or removed, a parameter
+group added, optimizer state replaced by new tensors).
+
+A compiled function captures tensors through the modules and optimizers its trace used; it
+records their versions and re-traces when any of them moved, so swapping a layer is noticed
+while creating an unrelated model is not.
+"""
 
 from __future__ import annotations
 
-import itertools
+from typing import Any
 
-_counter = itertools.count(1)
-_current = 0
-
-
-def bump() -> None:
-    global _current
-    _current = next(_counter)
+_ATTR = "_graphc_version"
 
 
-def current() -> int:
-    return _current
+def bump(owner: Any) -> None:
+    owner.__dict__[_ATTR] = owner.__dict__.get(_ATTR, 0) + 1
+
+
+def of(owner: Any) -> int:
+    return owner.__dict__.get(_ATTR, 0)

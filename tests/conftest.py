@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-import pytest
+# One BLAS thread: the references then run the same on a loaded machine as on an idle one
+# (OpenBLAS's own threads collapse when the cores are oversubscribed). Set before numpy loads.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import graphc
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import graphc  # noqa: E402
 
 os.environ.setdefault("GRAPHC_CACHE_DIR", os.path.join(os.path.dirname(__file__), ".cache"))
 

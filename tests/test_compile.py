@@ -206,3 +206,14 @@ def test_functional_losses_under_compile_match_eager(batch_size, rng):
         F.cross_entropy(logits, labels, label_smoothing=0.1).item(),
         rtol=1e-6,
     )
+
+
+def test_unrelated_new_modules_do_not_retrace():
+    lin = nn.Linear(2, 1)
+    f = graphc.compile(lambda x: lin(x))
+    x = graphc.ones(1, 2)
+    f(x)
+    nn.Linear(3, 2)  # an unrelated model: nothing f captured changed
+    graphc.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)
+    f(x)
+    assert sum(len(v) for v in f.cache.values()) == 1

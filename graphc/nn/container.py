@@ -133,7 +133,7 @@ class ModuleDict(Module):
 
     def __delitem__(self, key: str) -> None:
         del self._modules[key]
-        state_version.bump()
+        state_version.bump(self)
 
     def __len__(self) -> int:
         return len(self._modules)
@@ -155,7 +155,7 @@ class ModuleDict(Module):
 
     def clear(self) -> None:
         self._modules.clear()
-        state_version.bump()
+        state_version.bump(self)
 
     def pop(self, key: str) -> Module:
         m = self[key]

@@ -59,11 +59,11 @@ class Module:
         if isinstance(value, Parameter):
             self._forget(name, keep="_parameters")  # an existing slot keeps its position
             params[name] = value
-            state_version.bump()
+            state_version.bump(self)
         elif isinstance(value, Module):
             self._forget(name, keep="_modules")
             modules[name] = value
-            state_version.bump()
+            state_version.bump(self)
         elif name in params:
             if value is not None:
                 raise TypeError(
@@ -71,12 +71,12 @@ class Module:
                     "(nn.Parameter or None expected)"
                 )
             params[name] = None
-            state_version.bump()
+            state_version.bump(self)
         elif name in buffers:
             if value is not None and not isinstance(value, Tensor):
                 raise TypeError(f"cannot assign {type(value).__name__} as buffer {name!r}")
             buffers[name] = value
-            state_version.bump()
+            state_version.bump(self)
         elif name == "training":
             Module.training.fset(self, value)
         else:
@@ -115,7 +115,7 @@ class Module:
     def __delattr__(self, name: str) -> None:
         if name in self._parameters or name in self._buffers or name in self._modules:
             self._forget(name)
-            state_version.bump()
+            state_version.bump(self)
         else:
             object.__delattr__(self, name)
 
@@ -127,7 +127,7 @@ class Module:
             raise TypeError(f"cannot assign {type(param).__name__} as parameter {name!r}")
         self._forget(name, keep="_parameters")
         self._parameters[name] = param
-        state_version.bump()
+        state_version.bump(self)
 
     def register_buffer(self, name: str, tensor: Tensor | None, persistent: bool = True) -> None:
         if "_buffers" not in self.__dict__:
@@ -141,7 +141,7 @@ class Module:
             self._non_persistent.discard(name)
         else:
             self._non_persistent.add(name)
-        state_version.bump()
+        state_version.bump(self)
 
     def add_module(self, name: str, module: Module | None) -> None:
         if module is not None and not isinstance(module, Module):
@@ -149,7 +149,7 @@ class Module:
         self._check_name(name, "module", "_modules")
         self._forget(name, keep="_modules")
         self._modules[name] = module
-        state_version.bump()
+        state_version.bump(self)
 
     register_module = add_module
 
@@ -284,7 +284,7 @@ class Module:
                     if t is not None and t.dtype.is_floating_point and t.dtype != dtype:
                         t._data = t._data.astype(dtype.np)
                         t._version = [0]
-        state_version.bump()
+        state_version.bump(self)
         return self
 
     # ---- state dict ----------------------------------------------------------------------

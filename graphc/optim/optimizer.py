@@ -77,7 +77,7 @@ class Optimizer:
             group.setdefault(k, v)
         group["params"] = params
         self.param_groups.append(group)
-        state_version.bump()
+        state_version.bump(self)
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
@@ -200,7 +200,7 @@ class Optimizer:
                 cur._version[0] += 1
             else:
                 mine[k] = Tensor._wrap(v.copy())
-                state_version.bump()
+                state_version.bump(self)
         mine.pop("_fresh", None)
 
 
