@@ -99,6 +99,37 @@ def apply(op: str, inputs: Sequence[Tensor], **attrs: Any) -> Tensor:
     return current().apply(op, inputs, attrs)
 
 
+# ---- callbacks after backward -------------------------------------------------------------
+
+# (mode, key, fn) to run right after the next backward() in that mode (in this thread)
+_after_backward: ContextVar[tuple] = ContextVar("graphc_after_backward", default=())
+
+
+def call_after_backward(key: object, fn: Callable[[], None]) -> None:
+    """Runs fn() once, right after the next `backward()` in the current mode.
+
+    DistributedDataParallel registers its gradient averaging here from forward(), as
+    PyTorch's reducer prepares for backward in forward. The same key registers once.
+    Callbacks left over from another mode (a trace that failed) are dropped.
+    """
+    mode = current()
+    pending = tuple(e for e in _after_backward.get() if e[0] is mode)
+    if not any(k is key for _, k, _ in pending):
+        pending += ((mode, key, fn),)
+    _after_backward.set(pending)
+
+
+def run_after_backward() -> None:
+    pending = _after_backward.get()
+    if not pending:
+        return
+    _after_backward.set(())
+    mode = current()
+    for m, _, fn in pending:
+        if m is mode:
+            fn()
+
+
 # ---- gradient mode ------------------------------------------------------------------------
 
 

@@ -192,6 +192,7 @@ class Tensor:
                 "inside a compiled function instead"
             )
         dispatch.current().backward(self, gradient, bool(retain_graph))
+        dispatch.run_after_backward()  # e.g. DistributedDataParallel's gradient averaging
 
     def detach(self) -> Tensor:
         """The same values without gradient history (in-place writes reach the original)."""
@@ -485,6 +486,8 @@ def _as_array(data: Any) -> np.ndarray:
     """numpy array for graphc.tensor(data): PyTorch's dtype inference (floats -> float32)."""
     if isinstance(data, np.ndarray):
         arr = data
+    elif isinstance(data, np.generic):
+        arr = np.asarray(data)  # a numpy scalar keeps its dtype, as in torch.tensor
     elif isinstance(data, Tensor):
         arr = data._concrete("graphc.tensor(tensor)")
     else:

@@ -6,6 +6,7 @@ traced graph
   -> fold_constants  compile-time evaluation of constant subgraphs
   -> cse             one node per distinct computation
   -> dce             nothing that no output needs
+  -> schedule_collectives  all-reduces started early, waited for late (overlap)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from graphc.ir import Graph
 from graphc.passes.autodiff import derive_backward
 from graphc.passes.canonicalize import canonicalize
+from graphc.passes.collectives import schedule_collectives
 from graphc.passes.cse import eliminate_common_subexpressions
 from graphc.passes.dce import eliminate_dead_code
 from graphc.passes.fold import fold_constants
@@ -32,6 +34,7 @@ PIPELINE: list[tuple[str, Pass]] = [
     ("fold_constants", fold_constants),
     ("cse", eliminate_common_subexpressions),
     ("dce", eliminate_dead_code),
+    ("schedule_collectives", schedule_collectives),
     ("fuse", fuse),
     ("plan_memory", plan_memory),
 ]

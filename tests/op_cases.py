@@ -489,11 +489,11 @@ def _collective_cases() -> list[OpCase]:
     return [
         case("all_reduce_start", comm, f32(3, 5)),
         case("all_reduce_start", comm, f32(2, 3), f32(), f32(1, 1, 4), bucket=3),
-        case("all_reduce_start", comm, i64(7), op="max"),
-        case("all_reduce_start", comm, f64(4), op="min", graph_hash=0),
+        case("all_reduce_start", comm, i64(7), reduction="max"),
+        case("all_reduce_start", comm, f64(4), reduction="min", graph_hash=0),
         case("all_reduce_wait", comm, f32(15)),
         case("all_reduce_wait", comm, f32(9), scale=0.25, bucket=1),
-        case("all_reduce_wait", comm, i32(6), op="max"),
+        case("all_reduce_wait", comm, i32(6), reduction="max"),
     ]
 
 

@@ -51,3 +51,11 @@ __all__ = [
     "MSELoss",
     "L1Loss",
 ]
+
+
+def __getattr__(name: str):
+    if name == "parallel":  # imported on first use (graphc.nn.parallel.DistributedDataParallel)
+        import importlib
+
+        return importlib.import_module("graphc.nn.parallel")
+    raise AttributeError(f"module 'graphc.nn' has no attribute {name!r}")
