@@ -1,0 +1,126 @@
+"""Train a model with a compiled training step.
+
+By default: the reference ConvNet on the built-in generated data set (nothing to download),
+3 epochs of SGD. Progress goes to stderr (a bar on a terminal, lines otherwise), one summary
+line per epoch to stdout. A checkpoint is written after every epoch and on Ctrl-C; --resume
+continues from it exactly as if the run had not stopped.
+
+examples:
+  graphc train
+  graphc train --epochs 10 --plot curves.png --log-json run.json
+  graphc train --data cifar10:~/data --optimizer adam --workers 2
+  graphc train --data mnist:~/data/mnist --model my_models.py:SmallNet
+  graphc train --resume                      # after Ctrl-C, or to add epochs: --epochs 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from graphc.training.config import DEFAULT_CHECKPOINT, DEFAULT_LR, OPTIMIZERS, TrainConfig
+
+HELP = "train a model (default: the reference ConvNet on built-in data)"
+_ = argparse.SUPPRESS  # an option left out is absent from args: `--resume` must know which
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = TrainConfig()
+    p.add_argument(
+        "--model",
+        default=_,
+        metavar="NAME|FILE.py:Class",
+        help="convnet, lenet5, mlp, or a graphc.nn.Module class in your file "
+        "(default: convnet; lenet5 for MNIST)",
+    )
+    p.add_argument(
+        "--data",
+        default=_,
+        metavar="SPEC",
+        help="builtin (generated, no download), cifar10:DIR or mnist:DIR (default: builtin)",
+    )
+    p.add_argument("--epochs", type=int, default=_, help=f"total epochs (default: {d.epochs})")
+    p.add_argument(
+        "--batch-size", type=int, default=_, help=f"images per step (default: {d.batch_size})"
+    )
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=_, help="(default: sgd)")
+    lrs = ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items())
+    p.add_argument("--lr", type=float, default=_, help=f"learning rate (default: {lrs})")
+    p.add_argument("--momentum", type=float, default=_, help="SGD momentum (default: 0.9)")
+    p.add_argument(
+        "--weight-decay", type=float, default=_, help="(default: the optimizer's own default)"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=_,
+        help=f"loader threads preparing batches ahead of the step (default: {d.workers})",
+    )
+    p.add_argument("--seed", type=int, default=_, help=f"seeds everything (default: {d.seed})")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=_,
+        help="threads for compiled code (sets GRAPHC_NUM_THREADS; default: all cores)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        default=_,
+        metavar="PATH",
+        help=f"checkpoint file, written every epoch and on Ctrl-C (default: {DEFAULT_CHECKPOINT})",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        default=_,
+        help="continue from --checkpoint with its settings",
+    )
+    p.add_argument("--plot", default=_, metavar="FILE.png", help="write loss and accuracy curves")
+    p.add_argument("--log-json", default=_, metavar="FILE", help="write per-epoch results as JSON")
+    p.add_argument(
+        "--train-size",
+        type=int,
+        default=_,
+        metavar="N",
+        help="use N training images (builtin: generate N; default: 10,000 or the whole set)",
+    )
+    p.add_argument(
+        "--test-size",
+        type=int,
+        default=_,
+        metavar="N",
+        help="use N test images (builtin: generate N; default: 2,000 or the whole set)",
+    )
+    p.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=_,
+        help="random crop (padding 4) and horizontal flip (default: on for cifar10 only)",
+    )
+    p.add_argument(
+        "--progress",
+        choices=("auto", "bar", "lines", "none"),
+        default=_,
+        help="progress display on stderr (default: auto: a bar on a terminal, else lines)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from graphc.training.loop import Trainer
+
+    given = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
+    for key in ("data", "checkpoint", "plot", "log_json", "model"):
+        if key in given and isinstance(given[key], str):
+            given[key] = _expand_user(given[key])
+    from graphc.distributed.training import ending_the_job_on_error
+
+    with ending_the_job_on_error("graphc train"):  # under mpiexec: one rank's error ends all
+        return Trainer(TrainConfig(**given), explicit=set(given)).run()
+
+
+def _expand_user(spec: str) -> str:
+    """~ in paths, also after the `cifar10:` / `mnist:` prefix."""
+    kind, sep, rest = spec.partition(":")
+    if sep and kind in ("cifar10", "mnist"):
+        return f"{kind}:{os.path.expanduser(rest)}"
+    return os.path.expanduser(spec)

@@ -1,0 +1,121 @@
+"""TrainConfig: every choice `graphc train` makes, and which of them a resume must keep.
+
+The fields in TRAJECTORY decide the sequence of parameter values a run produces; a
+checkpoint stores them, and `--resume` takes them from the checkpoint so that a resumed run
+continues exactly as the interrupted one would have. The others (epochs, workers, output
+files) may change between the two.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from graphc.errors import GraphcError
+
+DEFAULT_CHECKPOINT = "graphc-train.ckpt"
+OPTIMIZERS = ("sgd", "adam", "adamw")
+DEFAULT_LR = {"sgd": 0.03, "adam": 1e-3, "adamw": 1e-3}
+
+
+class TrainError(GraphcError):
+    """A bad option, model file or checkpoint for `graphc train` (the message says which)."""
+
+
+@dataclass
+class TrainConfig:
+    model: str | None = None  # convnet | lenet5 | mlp | FILE.py:Class; None: fits the data
+    data: str = "builtin"  # builtin | cifar10:DIR | mnist:DIR
+    epochs: int = 3
+    batch_size: int = 64
+    lr: float | None = None  # None: DEFAULT_LR[optimizer]
+    momentum: float | None = None  # SGD only; None: 0.9
+    optimizer: str = "sgd"
+    weight_decay: float | None = None  # None: the optimizer's default
+    workers: int = 1
+    seed: int = 0
+    threads: int | None = None
+    checkpoint: str = DEFAULT_CHECKPOINT
+    resume: bool = False
+    plot: str | None = None
+    log_json: str | None = None
+    train_size: int | None = None  # None: the whole split (builtin: 10,000)
+    test_size: int | None = None  # None: the whole split (builtin: 2,000)
+    augment: bool | None = None  # None: random crop + flip for CIFAR-10 only
+    progress: str = "auto"  # auto | bar | lines | none
+
+    def resolved(self) -> TrainConfig:
+        """A copy with the data-independent defaults filled in, checked."""
+        c = TrainConfig(**asdict(self))
+        c.optimizer = c.optimizer.lower()
+        if c.optimizer not in OPTIMIZERS:
+            raise TrainError(
+                f"--optimizer must be one of {', '.join(OPTIMIZERS)}, not {c.optimizer!r}"
+            )
+        if c.momentum is not None and c.optimizer != "sgd":
+            raise TrainError(
+                f"--momentum applies to --optimizer sgd; {c.optimizer} has its own betas "
+                "(leave --momentum out)"
+            )
+        if c.lr is None:
+            c.lr = DEFAULT_LR[c.optimizer]
+        if c.momentum is None and c.optimizer == "sgd":
+            c.momentum = 0.9
+        for name in ("epochs", "batch_size"):
+            if getattr(c, name) < 1:
+                raise TrainError(f"--{name.replace('_', '-')} must be at least 1")
+        if c.workers < 0:
+            raise TrainError("--workers must be 0 (load in the training thread) or more")
+        if c.lr <= 0:
+            raise TrainError(f"--lr must be positive, not {c.lr}")
+        if c.threads is not None and c.threads < 1:
+            raise TrainError("--threads must be at least 1")
+        for name in ("train_size", "test_size"):
+            v = getattr(c, name)
+            if v is not None and v < 1:
+                raise TrainError(f"--{name.replace('_', '-')} must be at least 1")
+        if c.progress not in ("auto", "bar", "lines", "none"):
+            raise TrainError(f"progress must be auto, bar, lines or none, not {c.progress!r}")
+        return c
+
+
+# Options that decide the run's numbers: a resume takes them from the checkpoint.
+TRAJECTORY = (
+    "model",
+    "data",
+    "batch_size",
+    "lr",
+    "momentum",
+    "optimizer",
+    "weight_decay",
+    "seed",
+    "train_size",
+    "test_size",
+    "augment",
+)
+
+
+def trajectory_of(config: TrainConfig) -> dict[str, Any]:
+    return {name: getattr(config, name) for name in TRAJECTORY}
+
+
+def merge_for_resume(
+    config: TrainConfig, saved: dict[str, Any], explicit: set[str], where: str
+) -> TrainConfig:
+    """config with the checkpoint's trajectory options. An option the user set explicitly to
+    a different value is an error: the resumed run could not match the original."""
+    merged = TrainConfig(**asdict(config))
+    known = {f.name for f in fields(TrainConfig)}
+    for name, value in saved.items():
+        if name not in known:
+            continue
+        mine = getattr(config, name)
+        if name in explicit and mine != value:
+            flag = "--" + name.replace("_", "-")
+            raise TrainError(
+                f"{flag} {mine} differs from the checkpoint {where}, which was trained with "
+                f"{flag} {value}; a resumed run keeps the original settings (leave {flag} "
+                "out, or start a new run with another --checkpoint)"
+            )
+        setattr(merged, name, value)
+    return merged
