@@ -82,6 +82,7 @@ from graphc.functions import (
 )
 from graphc.random import default_generator, manual_seed
 from graphc.tensor import Size, Tensor
+from graphc.threads import get_num_threads, set_num_threads
 
 float = float32  # noqa: A001
 double = float64
