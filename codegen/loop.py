@@ -21,7 +21,7 @@ from graphc.codegen.emit import nest
 from graphc.codegen.scalar import I64, PTR
 from graphc.ir import Node
 from graphc.passes.schedule import INLINE_OPS, Kernel
-from graphc.passes.views import VIEW_OPS, affine_view, contiguous_strides
+from graphc.passes.views import VIEW_OPS, affine_view, contiguous_strides, fill_of
 
 
 @dataclass
@@ -55,11 +55,11 @@ def emit_loop(
     # Accessors of every stored operand and output, as strides over the domain.
     reads: dict[Node, _Access] = {}
     copy = not members  # materialising a view or fill: the root is read, then stored
-    operands = [sink] if copy and sink.op not in INLINE_OPS else []
+    operands = [sink] if copy else []
     operands += [i for m in members for i in m.inputs]
     for i in operands:
-        if i in members or i.op in INLINE_OPS or i in reads:
-            continue
+        if i in members or fill_of(i) is not None or i in reads:
+            continue  # fills (and views of them) are constants
         v = affine_view(i, stored - {sink} if copy else stored)
         if v is None or list(v.shape) != domain:
             raise AssertionError(f"loop kernel {name}: operand {i!r} is not an affine view")
@@ -117,13 +117,20 @@ def emit_loop(
 
     def body(idx: list) -> None:
         values: dict[Node, ir.Value] = {}
+        # Every operand is loaded before anything is stored: an output written in place over
+        # an input (a state update) must not feed a later read of that input's old value.
+        loaded = {
+            n: scalar.load(b, address(acc, idx, n.dtype), n.dtype, name="x")
+            for n, acc in reads.items()
+        }
 
         def value_of(n: Node):
             if n in values:
                 return values[n]
-            if n.op in INLINE_OPS:
-                return scalar.constant(n.dtype, n.attrs["value"])
-            return scalar.load(b, address(reads[n], idx, n.dtype), n.dtype, name="x")
+            fill = fill_of(n)
+            if fill is not None:
+                return scalar.constant(n.dtype, fill.attrs["value"])
+            return loaded[n]
 
         if copy:
             scalar.store(b, value_of(sink), address(writes[sink], idx, sink.dtype), sink.dtype)

@@ -124,7 +124,7 @@ def emit_argmax(module: ir.Module, name: str, node: Node, storage: Storage) -> S
     def unit(idx):
         (u,) = idx
         base = b.add(b.mul(b.sdiv(u, i64(inner)), i64(n * inner)), b.srem(u, i64(inner)))
-        b.store(scalar.load(b, elem(b, xp, base, dt), dt), best)
+        scalar.store(b, scalar.load(b, elem(b, xp, base, dt), dt), best, dt)
         b.store(i64(0), where)
 
         def visit(k):

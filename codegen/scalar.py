@@ -3,8 +3,11 @@
 Values live in registers as their natural LLVM types (bool as i1) and in memory as the
 dtype's storage type (bool as i8). NaN behaves as in numpy: maximum/minimum/relu/reductions
 propagate it, comparisons with it are false (except `ne`). Float ops carry fast-math flags
-that allow reassociation and contraction (FMA) but never assume the absence of NaN or
-infinity, nor replace a division by a reciprocal multiplication.
+that allow contraction (FMA) but never assume the absence of NaN or infinity, nor replace a
+division by a reciprocal multiplication. Only sums may be reassociated (that is what lets LLVM
+vectorise a reduction, and it changes nothing but rounding): reassociating elementwise
+expressions changes their NaN and inf results (x - 0.1*x at x = inf is NaN in numpy but
+0.9*x is inf; exp(log(x)) would fold to x, which is not NaN for x < 0).
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from graphc import dtypes
 from graphc.dtypes import DType
 from graphc.ir import Node
 
-FLAGS = ("reassoc", "contract", "nsz")  # no arcp: x / c stays a division, as in numpy
+FLAGS = ("reassoc", "contract", "nsz")  # accumulations; no arcp: x / c stays a division
+ELEMENTWISE_FLAGS = ("contract", "nsz")  # no reassoc: see the module docstring
 I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
 F32, F64 = ir.FloatType(), ir.DoubleType()
 PTR = ir.PointerType()
@@ -59,7 +63,7 @@ def store(b: ir.IRBuilder, value, ptr, dtype: DType) -> None:
 
 def intrinsic(b: ir.IRBuilder, name: str, t: ir.Type, *args):
     fn = b.module.declare_intrinsic(name, [t])
-    return b.call(fn, list(args), fastmath=FLAGS if name != "llvm.pow" else ())
+    return b.call(fn, list(args), fastmath=ELEMENTWISE_FLAGS if name != "llvm.pow" else ())
 
 
 # ---- the lowering table --------------------------------------------------------------------
@@ -86,7 +90,7 @@ def _arith(b, node, args):
     x, y = args
     if _isf(node):
         op = {"add": b.fadd, "sub": b.fsub, "mul": b.fmul}[node.op]
-        return op(x, y, flags=FLAGS)
+        return op(x, y, flags=ELEMENTWISE_FLAGS)
     if node.dtype == dtypes.bool_:  # numpy: bool + bool is `or`, bool * bool is `and`
         return {"add": b.or_, "mul": b.and_, "sub": b.xor}[node.op](x, y)
     return {"add": b.add, "sub": b.sub, "mul": b.mul}[node.op](x, y)
@@ -94,7 +98,7 @@ def _arith(b, node, args):
 
 @lowers("div")
 def _div(b, node, args):
-    return b.fdiv(args[0], args[1], flags=FLAGS)
+    return b.fdiv(args[0], args[1], flags=ELEMENTWISE_FLAGS)
 
 
 @lowers("neg")
@@ -187,7 +191,7 @@ def _sigmoid(b, node, args):
     (x,) = args
     one = constant(node.dtype, 1.0)
     e = intrinsic(b, "llvm.exp", x.type, b.fneg(intrinsic(b, "llvm.fabs", x.type, x)))
-    denom = b.fadd(one, e, flags=FLAGS)
+    denom = b.fadd(one, e, flags=ELEMENTWISE_FLAGS)
     pos = b.fdiv(one, denom)
     neg = b.fdiv(e, denom)
     return b.select(b.fcmp_ordered(">=", x, constant(node.dtype, 0.0)), pos, neg)
@@ -198,7 +202,7 @@ def _pow(b, node, args):
     (x,) = args
     e = node.attrs["exponent"]
     if e == 2.0:
-        return b.fmul(x, x, flags=FLAGS)
+        return b.fmul(x, x, flags=ELEMENTWISE_FLAGS)
     if e == 1.0:
         return x
     if e == 0.0:

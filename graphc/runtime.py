@@ -64,6 +64,12 @@ class NativeExecutable:
         self._extra = (self.profile.ctypes.data,) if profile else ()
         self._outputs = list(outputs)
         self._views = [self._arena_view(o, s) for o, s in zip(graph.outputs, outputs, strict=True)]
+        # An output stored in an input's memory may be a reshape of it (an alias): returned
+        # with the output's own shape, as a view of the caller's array.
+        self._input_shapes = [
+            o.shape if s.kind == "input" and o.shape != graph.inputs[s.index].shape else None
+            for o, s in zip(graph.outputs, outputs, strict=True)
+        ]
 
     def _arena_view(self, node: Node, slot: OutputSlot) -> np.ndarray | None:
         if slot.kind != "arena":
@@ -81,10 +87,12 @@ class NativeExecutable:
         rc = self._entry(self._io_address, self._arena_address, *self._extra)
         if rc:
             self._report(rc - 1, arrays)
-        return [
-            v if v is not None else bound[s.index]
-            for v, s in zip(self._views, self._outputs, strict=True)
-        ]
+        out = []
+        for v, s, shape in zip(self._views, self._outputs, self._input_shapes, strict=True):
+            if v is None:
+                v = bound[s.index] if shape is None else bound[s.index].reshape(shape)
+            out.append(v)
+        return out
 
     def _checked(self, i: int, a) -> np.ndarray:
         shape, dtype = self._types[i]

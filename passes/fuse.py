@@ -7,7 +7,9 @@ Rules, applied walking the graph backwards from its outputs:
   pulls in every elementwise producer of the same shape whose value nobody else needs (or
   only the graph's outputs need — it is then stored as an extra output of the same pass);
 - views and fills are read in place by loop kernels; a view that a non-loop kernel or the
-  caller needs is materialised by a copy loop (reshape of a stored value is just an alias);
+  caller needs is materialised by a copy loop (reshape of a stored value is just an alias),
+  and so is the view under a reshape that index arithmetic cannot follow (a reshape of a
+  transpose or broadcast);
 - everything else is a kernel of its own.
 """
 
@@ -17,7 +19,7 @@ from graphc.ir import Graph, Node
 from graphc.ops import OPS
 from graphc.ops.nn import windows_tile
 from graphc.passes.schedule import INLINE_OPS, Kernel, Schedule
-from graphc.passes.views import VIEW_OPS, alias_of
+from graphc.passes.views import VIEW_OPS, affine_view, alias_of
 
 
 def is_elementwise(n: Node) -> bool:
@@ -164,6 +166,7 @@ class _Fuser:
             and gt.inputs[0] is x
             and _is_zero(gt.inputs[1])
             and self.users[gt] == [where]
+            and gt not in self.outputs  # the fused kernel never stores the mask
         ):
             return None
         if where in self.owner or gt in self.owner:
@@ -243,22 +246,39 @@ class _Fuser:
             if (o.op in VIEW_OPS or o.op in INLINE_OPS) and o not in needs:
                 needs.append(o)
         for v in needs:
+            self._make_affine(v, stored)
             if v.op == "reshape" and alias_of(v, stored) is not None:
                 continue  # same buffer, no copy
-            nodes = tuple([v] + [i for i in _inline_leaves(v)])
-            self._add(
-                Kernel(
-                    "",
-                    "loop",
-                    v,
-                    nodes,
-                    (v,),
-                    f"materialise {v.op} for its reader",
-                    {"domain": v.shape},
-                )
-            )
-            stored.add(v)
-            self.decisions.append(f"materialised {v.op} {list(v.shape)}: read by a non-loop kernel")
+            self._materialise(v, stored, f"materialise {v.op} for its reader", "a non-loop kernel")
+        for k in list(self.kernels):
+            if k.kind != "loop":
+                continue
+            for n in k.nodes:
+                if n.op not in VIEW_OPS and n.op not in INLINE_OPS:
+                    for i in n.inputs:
+                        if i.op in VIEW_OPS:
+                            self._make_affine(i, stored)
+
+    def _make_affine(self, view: Node, stored: set[Node]) -> None:
+        """Loop kernels read a view as index arithmetic over a stored buffer. A reshape of a
+        non-contiguous view (reshape(transpose(x)), reshape(broadcast_to(x))) has no such
+        form: the view under it is materialised, bottom-up, until the whole chain has."""
+        chain = []
+        while view not in stored and view.op in VIEW_OPS:
+            chain.append(view)
+            view = view.inputs[0]
+        if view not in stored:
+            return  # a view of a fill: every element is the fill's value
+        for v in reversed(chain):
+            if affine_view(v, stored) is None:
+                src = v.inputs[0]
+                self._materialise(src, stored, f"materialise {src.op} under a reshape", "reshape")
+
+    def _materialise(self, v: Node, stored: set[Node], reason: str, reader: str) -> None:
+        nodes = tuple([v] + [i for i in _inline_leaves(v)])
+        self._add(Kernel("", "loop", v, nodes, (v,), reason, {"domain": v.shape}))
+        stored.add(v)
+        self.decisions.append(f"materialised {v.op} {list(v.shape)}: read by {reader}")
 
 
 def _is_zero(n: Node) -> bool:

@@ -81,10 +81,8 @@ def _plan(graph: Graph, schedule: Schedule, reuse: bool = True) -> MemoryPlan:
     # Reads: every kernel reads the stored bases under its views.
     last_read: dict[Node, int] = {}
     for ki, k in enumerate(kernels):
-        for r in k.reads():
-            base = _base(r, stored)
-            if base is not None:
-                last_read[base] = max(last_read.get(base, -1), ki)
+        for base in _reads(k, stored):
+            last_read[base] = max(last_read.get(base, -1), ki)
     for o in graph.outputs:
         base = _base(o, stored)
         if base is not None:
@@ -136,6 +134,14 @@ def _plan(graph: Graph, schedule: Schedule, reuse: bool = True) -> MemoryPlan:
         if o not in buffers and o.op == "reshape":
             buffers[o] = Buffer(o, "alias", o.type.nbytes, base=alias_of(o, stored))
     return MemoryPlan(buffers, top, unplanned)
+
+
+def _reads(k: Kernel, stored: set[Node]) -> list[Node]:
+    """The stored values kernel k reads: the bases under its operands, and any stored value
+    inside its view chains (a loop reads a materialised view's buffer, not its source)."""
+    out = [b for b in (_base(r, stored) for r in k.reads()) if b is not None]
+    out += [n for n in k.nodes if n in stored and n not in k.outputs and n not in out]
+    return out
 
 
 def _base(node: Node, stored: set[Node]) -> Node | None:

@@ -76,3 +76,11 @@ def alias_of(node: Node, stored: set[Node]) -> Node | None:
     if v is not None and v.contiguous and v.offset == 0 and node.type.numel == v.base.type.numel:
         return v.base
     return None
+
+
+def fill_of(node: Node) -> Node | None:
+    """The `full` node under a chain of views, if there is one: every element of the view is
+    its value, so loops read it as a constant whatever the view."""
+    while node.op in VIEW_OPS:
+        node = node.inputs[0]
+    return node if node.op == "full" else None
