@@ -41,7 +41,11 @@ def native_executable(
     target = host_target()
     # The structural hash leaves the memory plan out, but one graph can carry several plans
     # (plan_memory(reuse=False) for graphc check): the plan is part of the key.
-    plan_digest = hashlib.sha256(graph.meta["memory"].summary(graph).encode()).hexdigest()
+    # Likewise the parallel plan (which kernels run through the thread pool).
+    plans = graph.meta["memory"].summary(graph)
+    if "parallel" in graph.meta:
+        plans += "\n" + graph.meta["parallel"].summary(graph)
+    plan_digest = hashlib.sha256(plans.encode()).hexdigest()
     variant = f"|profile={profile}|fault={fault}|plan={plan_digest[:16]}"
     key = cache.cache_key(graph.structural_hash() + variant, target_key(target))
     obj = cache.load(key)

@@ -2,7 +2,9 @@
 
 Key: sha256 of the optimised graph (ops, attributes, types, wiring; its schedule and memory
 plan follow from it deterministically) + the target (CPU name and features) + graphc's and
-llvmlite's versions. Entry file: a fixed header, the payload's length and sha256, then the
+llvmlite's versions + a digest of the compiler's own source (codegen/, passes/, graphc/ops/),
+so an edited compiler never runs machine code an older one emitted.
+Entry file: a fixed header, the payload's length and sha256, then the
 object code. A truncated or corrupted entry fails the checksum and is rebuilt, never loaded.
 Writes go to a temporary file in the same directory, are fsynced and renamed into place, so
 concurrent writers and crashes never leave a partial entry under the final name.
@@ -13,6 +15,7 @@ GRAPHC_DISABLE_CACHE=1 turns it off.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import struct
@@ -38,8 +41,22 @@ def cache_key(graph_hash: str, target_key: str) -> str:
 
     import graphc
 
-    parts = [graph_hash, target_key, graphc.__version__, llvmlite.__version__]
+    parts = [graph_hash, target_key, graphc.__version__, llvmlite.__version__, compiler_digest()]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+@functools.cache
+def compiler_digest() -> str:
+    """sha256 over the source files that decide what machine code a graph becomes."""
+    from graphc import codegen, ops, passes
+
+    h = hashlib.sha256()
+    for package in (codegen, passes, ops):
+        root = Path(package.__file__).parent
+        for path in sorted(root.rglob("*.py")):
+            h.update(path.relative_to(root).as_posix().encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
 
 
 def load(key: str) -> bytes | None:

@@ -476,3 +476,14 @@ def lanes_below(builder: ir.IRBuilder, count: ir.Value, lanes: int) -> ir.Value:
     """<lanes x i1>: lane q is on when q < count (a runtime i64)."""
     iota = ir.Constant(vec(I64, lanes), list(range(lanes)))
     return builder.icmp_signed("<", iota, splat(builder, count, lanes), name="lanes.live")
+
+
+class FunctionPointer:
+    """An opaque `ptr` called as a function of type `function_type`: llvmlite.ir takes the
+    callee's signature from its pointee type, which an opaque pointer does not have."""
+
+    def __init__(self, ptr: ir.Value, function_type: ir.FunctionType):
+        self.ptr, self.function_type, self.type = ptr, function_type, ptr.type
+
+    def get_reference(self) -> str:
+        return self.ptr.get_reference()

@@ -1,12 +1,20 @@
 """lower: a fused, memory-planned graph -> one LLVM module whose entry runs the whole step.
 
-    i32 graphc_entry(ptr io, ptr arena)
+    i32 graphc_entry(ptr io, ptr arena, ptr threads)
 
 `io[i]` points at graph input i (a parameter's own array, the batch, a host scalar); every
 other value lives in `arena` at the offset the memory plan gave it, or in place over the input
 it updates. The entry calls each kernel of the schedule in order over its full range of
 parallel units; it returns 0, or k+1 when kernel k found bad data (a class index out of
 range), so the runtime can report it without the process ever writing out of bounds.
+
+`threads` points at two i64: the address of `graphc_parallel_for` and of the process's pool
+(graphc/threads.py). They are passed at run time, never baked in, because they differ between
+processes and the object code is cached on disk. A kernel the plan_parallel pass marked
+parallel is called through a thunk `void thunk(ptr ctx, i64 lo, i64 hi)` whose ctx holds the
+kernel's pointer arguments; parallel_for cuts [0, extent) into chunks and runs the thunk on
+each, on whichever threads are free. Units write disjoint outputs in a fixed order, so the
+numbers do not depend on the thread count.
 """
 
 from __future__ import annotations
@@ -18,11 +26,12 @@ from llvmlite import ir
 
 from graphc.codegen import collective, loop, misc, pool, pool_tiled, rows
 from graphc.codegen.emit import Spec
-from graphc.codegen.irutil import i64
+from graphc.codegen.irutil import FunctionPointer, entry_alloca, i64
 from graphc.codegen.scalar import I8, I32, I64, PTR
 from graphc.codegen.target import Target, host_target
 from graphc.ir import Graph, Node
 from graphc.passes.memory import MemoryPlan
+from graphc.passes.parallel import ParallelPlan
 from graphc.passes.schedule import Kernel, Schedule, stored_values
 
 ENTRY = "graphc_entry"
@@ -111,11 +120,14 @@ def _emit_entry(
     profile: bool,
     fault: str | None,
 ) -> None:
-    params = [PTR, PTR, PTR] if profile else [PTR, PTR]
+    params = [PTR, PTR, PTR, PTR] if profile else [PTR, PTR, PTR]
     fn = ir.Function(module, ir.FunctionType(I32, params), ENTRY)
-    io, arena = fn.args[:2]
-    io.name, arena.name = "io", "arena"
+    io, arena, threads = fn.args[:3]
+    io.name, arena.name, threads.name = "io", "arena", "threads"
     b = ir.IRBuilder(fn.append_basic_block("entry"))
+    plan_parallel: ParallelPlan | None = graph.meta.get("parallel")
+    parallel = plan_parallel.parallel if plan_parallel is not None else frozenset()
+    kernels = graph.meta["schedule"].kernels
     clock = _clock(module) if profile else None
     pointers: dict[Hashable, ir.Value] = {}
     for i, node in enumerate(graph.inputs):
@@ -132,11 +144,15 @@ def _emit_entry(
 
     for ki, spec in enumerate(specs):
         callee = module.get_global(spec.name)
-        args = [pointer(a) for a in spec.args] + [i64(0), i64(spec.parallel_extent)]
+        ptrs = [pointer(a) for a in spec.args]
         start = clock(b) if profile else None
-        rc = b.call(callee, args)
+        if kernels[ki].name in parallel and spec.parallel_extent > 1 and not spec.status:
+            rc = None
+            _parallel_call(b, threads, _thunk(module, callee, len(ptrs)), ptrs, spec)
+        else:
+            rc = b.call(callee, ptrs + [i64(0), i64(spec.parallel_extent)])
         if profile:
-            slot = b.gep(fn.args[2], [i64(ki)], inbounds=True, source_etype=I64)
+            slot = b.gep(fn.args[3], [i64(ki)], inbounds=True, source_etype=I64)
             b.store(b.add(b.load(slot, typ=I64), b.sub(clock(b), start)), slot)
         if spec.status:
             failed = b.icmp_signed("!=", rc, ir.Constant(I32, 0))
@@ -146,6 +162,43 @@ def _emit_entry(
             _corrupt(b, pointer(spec.args[0]), graph.meta["schedule"].kernels[ki].outputs[0])
     b.ret(ir.Constant(I32, 0))
     _set_attrs(fn, target)
+
+
+def _thunk(module: ir.Module, kernel: ir.Function, n_ptrs: int) -> ir.Function:
+    """`void <kernel>.thunk(ptr ctx, i64 lo, i64 hi)`: kernel(ctx[0], .., ctx[n-1], lo, hi)."""
+    from graphc.codegen.threads import THUNK_TYPE
+
+    fn = ir.Function(module, THUNK_TYPE, f"{kernel.name}.thunk")
+    fn.linkage = "internal"
+    ctx, lo, hi = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    ptrs = [
+        b.load(b.gep(ctx, [i64(i)], inbounds=True, source_etype=PTR), typ=PTR)
+        for i in range(n_ptrs)
+    ]
+    b.call(kernel, ptrs + [lo, hi])
+    b.ret_void()
+    return fn
+
+
+def _parallel_call(
+    b: ir.IRBuilder, threads: ir.Value, thunk: ir.Function, ptrs: list, spec: Spec
+) -> None:
+    """parallel_for(pool, thunk, ctx, extent), both addresses read from `threads`."""
+    from graphc.codegen.threads import PARALLEL_FOR_TYPE
+
+    ctx = entry_alloca(b, ir.ArrayType(PTR, len(ptrs)), f"{spec.name}.ctx")
+    for i, p in enumerate(ptrs):
+        b.store(p, b.gep(ctx, [i64(0), i64(i)], inbounds=True, source_etype=ctx.allocated_type))
+    words = [
+        b.load(b.gep(threads, [i64(i)], inbounds=True, source_etype=I64), typ=I64) for i in range(2)
+    ]
+    parallel_for = b.inttoptr(words[0], PTR, name="parallel_for")
+    pool = b.inttoptr(words[1], PTR, name="pool")
+    b.call(
+        FunctionPointer(parallel_for, PARALLEL_FOR_TYPE),
+        [pool, thunk, ctx, i64(spec.parallel_extent)],
+    )
 
 
 def _clock(module: ir.Module):

@@ -51,7 +51,7 @@ import llvmlite.binding as llvm
 from llvmlite import ir
 
 from graphc.codegen import cache, jit
-from graphc.codegen.irutil import I32, I64, PTR, VOID, entry_alloca, i64
+from graphc.codegen.irutil import I32, I64, PTR, VOID, FunctionPointer, entry_alloca, i64
 from graphc.codegen.target import Target, host_target
 
 PARALLEL_FOR = "graphc_parallel_for"
@@ -126,17 +126,6 @@ def futex_syscall() -> int | None:
 
 THUNK_TYPE = ir.FunctionType(VOID, [PTR, I64, I64])
 PARALLEL_FOR_TYPE = ir.FunctionType(VOID, [PTR, PTR, PTR, I64])
-
-
-class _FnPtr:
-    """An opaque `ptr` called as a function of type `function_type`: llvmlite.ir takes the
-    callee's signature from its pointee type, which an opaque pointer does not have."""
-
-    def __init__(self, ptr: ir.Value, function_type: ir.FunctionType):
-        self.ptr, self.function_type, self.type = ptr, function_type, ptr.type
-
-    def get_reference(self) -> str:
-        return self.ptr.get_reference()
 
 
 def _function(module: ir.Module, name: str, ret, args: list, names: list[str]) -> ir.Function:
@@ -298,7 +287,7 @@ def _emit_run_chunks(module: ir.Module, nat: _Natives, from_back: bool) -> ir.Fu
     lo = b.udiv(b.mul(chunk, extent), k, name="lo")
     hi = b.udiv(b.mul(b.add(chunk, i64(1)), extent), k, name="hi")
     nat.adopt_fp_env(b, b.load(_slot(b, pool, Slot.FP_ENV), typ=I64, name="fp_env.wanted"))
-    b.call(_FnPtr(thunk, THUNK_TYPE), [ctx, lo, hi])
+    b.call(FunctionPointer(thunk, THUNK_TYPE), [ctx, lo, hi])
     before = _rmw(b, "add", pool, Slot.DONE, 1, "seq_cst", ty=I32)
     finished = b.add(before, ir.Constant(I32, 1), name="finished")
     is_last = b.icmp_unsigned("==", finished, b.trunc(k, I32), name="is_last")
@@ -333,7 +322,7 @@ def _emit_parallel_for(module: ir.Module, nat: _Natives, run_chunks: ir.Function
     b.cbranch(one, blk["serial"], blk["lock"])
 
     b.position_at_end(blk["serial"])
-    b.call(_FnPtr(thunk, THUNK_TYPE), [ctx, i64(0), extent])
+    b.call(FunctionPointer(thunk, THUNK_TYPE), [ctx, i64(0), extent])
     b.ret_void()
 
     # A caller that finds the pool taken (another thread's region, a thunk calling
@@ -658,7 +647,7 @@ def emit_probes(target: Target) -> ir.Module:
         )
     ]
     with for_range(b, lo, hi, name="u"):
-        b.call(_FnPtr(inner[0], PARALLEL_FOR_TYPE), inner[1:])
+        b.call(FunctionPointer(inner[0], PARALLEL_FOR_TYPE), inner[1:])
     b.ret_void()
 
     fn = _function(
@@ -671,7 +660,7 @@ def emit_probes(target: Target) -> ir.Module:
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     pf, pool, thunk, ctx, extent, reps = fn.args
     with for_range(b, 0, reps, name="rep"):
-        b.call(_FnPtr(pf, PARALLEL_FOR_TYPE), [pool, thunk, ctx, extent])
+        b.call(FunctionPointer(pf, PARALLEL_FOR_TYPE), [pool, thunk, ctx, extent])
     b.ret_void()
 
     nat = _Natives(module, target)
@@ -687,7 +676,7 @@ def emit_probes(target: Target) -> ir.Module:
     pf, pool, thunk, ctx, extent, fp_env = fn.args
     saved = nat.read_fp_env(b)
     nat.adopt_fp_env(b, fp_env)
-    b.call(_FnPtr(pf, PARALLEL_FOR_TYPE), [pool, thunk, ctx, extent])
+    b.call(FunctionPointer(pf, PARALLEL_FOR_TYPE), [pool, thunk, ctx, extent])
     nat.adopt_fp_env(b, saved)
     b.ret_void()
     return module

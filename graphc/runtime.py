@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from graphc import threads
 from graphc.errors import ShapeError
 from graphc.interpreter import ExecutionError, run_node
 from graphc.ir import Graph, Node
@@ -56,12 +57,17 @@ class NativeExecutable:
         self._arena_address = self.arena.ctypes.data
         self._bound: list[np.ndarray | None] = [None] * n
         self._types = [(n.shape, np.dtype(n.dtype.np)) for n in graph.inputs]
-        args = [ctypes.c_void_p] * (3 if profile else 2)
+        args = [ctypes.c_void_p] * (4 if profile else 3)
         self._entry = ctypes.CFUNCTYPE(ctypes.c_int32, *args)(entry_address)
+        # Where parallel kernels find the worker pool (the same for the life of the process;
+        # set_num_threads changes the pool's thread count, not its address).
+        rt = threads.runtime()
+        self._threads = (ctypes.c_int64 * 2)(rt.parallel_for_address, rt.pool_address)
         # With profiling, kernel k's nanoseconds accumulate in profile[k] across calls.
         kernels = len(graph.meta["schedule"].kernels)
         self.profile = np.zeros(kernels, np.int64) if profile else None
-        self._extra = (self.profile.ctypes.data,) if profile else ()
+        self._extra = (ctypes.addressof(self._threads),)
+        self._extra += (self.profile.ctypes.data,) if profile else ()
         self._outputs = list(outputs)
         self._views = [self._arena_view(o, s) for o, s in zip(graph.outputs, outputs, strict=True)]
         # An output stored in an input's memory may be a reshape of it (an alias): returned
@@ -84,6 +90,8 @@ class NativeExecutable:
             if a is not bound[i]:
                 bound[i] = a = self._checked(i, a)
                 io[i] = a.ctypes.data
+        if threads._RUNTIME is None:  # after a fork: start this process's workers
+            threads.runtime()
         rc = self._entry(self._io_address, self._arena_address, *self._extra)
         if rc:
             self._report(rc - 1, arrays)

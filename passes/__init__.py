@@ -7,6 +7,9 @@ traced graph
   -> cse             one node per distinct computation
   -> dce             nothing that no output needs
   -> schedule_collectives  all-reduces started early, waited for late (overlap)
+  -> fuse            nodes grouped into kernels, every merge taken or rejected with its reason
+  -> plan_memory     one arena, buffers reused by liveness, state updated in place
+  -> plan_parallel   which kernels run across the worker threads, with the estimate behind it
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from graphc.passes.dce import eliminate_dead_code
 from graphc.passes.fold import fold_constants
 from graphc.passes.fuse import fuse
 from graphc.passes.memory import plan_memory
+from graphc.passes.parallel import plan_parallel
 from graphc.verify import verify
 
 Pass = Callable[[Graph], Graph]
@@ -37,6 +41,7 @@ PIPELINE: list[tuple[str, Pass]] = [
     ("schedule_collectives", schedule_collectives),
     ("fuse", fuse),
     ("plan_memory", plan_memory),
+    ("plan_parallel", plan_parallel),
 ]
 
 STAGES = ["traced"] + [name for name, _ in PIPELINE]

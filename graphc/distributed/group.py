@@ -147,6 +147,9 @@ def barrier() -> None:
 # ---- failure: one rank's error ends the job -----------------------------------------------
 
 
+ABORT_GRACE_SECONDS = 0.5
+
+
 def abort(message: str, code: int = 1) -> None:
     """Prints `message` for this rank and ends every rank of the job now."""
     rank = _GROUP.rank if _GROUP is not None else 0
@@ -159,6 +162,10 @@ def abort(message: str, code: int = 1) -> None:
     if _GROUP is not None and _GROUP.backend == "mpi":
         from mpi4py import MPI
 
+        # MPI_Abort tears the job down at once, and mpiexec may stop forwarding output
+        # before this rank's (or another failing rank's) message has crossed its pipe: seen
+        # as an empty log on a loaded machine. A moment's grace keeps the message.
+        time.sleep(ABORT_GRACE_SECONDS)
         MPI.COMM_WORLD.Abort(code)
     os._exit(code)
 
