@@ -276,18 +276,23 @@ def _matmul(module, k: Kernel, storage: Storage, target: Target) -> Spec:
     return Spec(ks.name, args, ks.parallel_extent, ks.schedule, flops=ks.flops)
 
 
-def _conv2d_input_grad(module, k: Kernel, storage: Storage, target: Target) -> Spec:
-    from graphc.codegen.kernels.conv import emit_conv2d_input_grad
+def _conv2d_grad(module, k: Kernel, storage: Storage, target: Target) -> Spec:
+    """conv2d_input_grad (inputs g, w) and conv2d_weight_grad (inputs x, g)."""
+    from graphc.codegen.kernels import conv
 
     node = k.root
-    g, w = node.inputs
+    first, second = node.inputs
     a = node.attrs
-    ks = emit_conv2d_input_grad(
+    if node.op == "conv2d_input_grad":
+        emit, shapes = conv.emit_conv2d_input_grad, dict(g_shape=first.shape, w_shape=second.shape)
+        shapes["input_shape"] = a["input_shape"]
+    else:
+        emit, shapes = conv.emit_conv2d_weight_grad, dict(x_shape=first.shape, g_shape=second.shape)
+        shapes["weight_shape"] = a["weight_shape"]
+    ks = emit(
         module,
         k.name,
-        g_shape=g.shape,
-        w_shape=w.shape,
-        input_shape=a["input_shape"],
+        **shapes,
         stride=a["stride"],
         padding=a["padding"],
         dilation=a["dilation"],
@@ -295,46 +300,13 @@ def _conv2d_input_grad(module, k: Kernel, storage: Storage, target: Target) -> S
         dtype=node.dtype,
         target=target,
     )
-    return Spec(
-        ks.name,
-        [storage(node), storage(g), storage(w)],
-        ks.parallel_extent,
-        ks.schedule,
-        flops=ks.flops,
-    )
-
-
-def _conv2d_weight_grad(module, k: Kernel, storage: Storage, target: Target) -> Spec:
-    from graphc.codegen.kernels.conv import emit_conv2d_weight_grad
-
-    node = k.root
-    x, g = node.inputs
-    a = node.attrs
-    ks = emit_conv2d_weight_grad(
-        module,
-        k.name,
-        x_shape=x.shape,
-        g_shape=g.shape,
-        weight_shape=a["weight_shape"],
-        stride=a["stride"],
-        padding=a["padding"],
-        dilation=a["dilation"],
-        groups=a["groups"],
-        dtype=node.dtype,
-        target=target,
-    )
-    return Spec(
-        ks.name,
-        [storage(node), storage(x), storage(g)],
-        ks.parallel_extent,
-        ks.schedule,
-        flops=ks.flops,
-    )
+    args = [storage(node), storage(first), storage(second)]
+    return Spec(ks.name, args, ks.parallel_extent, ks.schedule, flops=ks.flops)
 
 
 CONTRACTIONS = {
     "conv2d": _conv2d,
     "matmul": _matmul,
-    "conv2d_input_grad": _conv2d_input_grad,
-    "conv2d_weight_grad": _conv2d_weight_grad,
+    "conv2d_input_grad": _conv2d_grad,
+    "conv2d_weight_grad": _conv2d_grad,
 }

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-from graphc import dispatch
 from graphc import functions as G
 from graphc.optim.arith import add_scaled, addcdiv, addcmul, hyper, lerp
 from graphc.optim.optimizer import Optimizer, _no_differentiable, scalar_state, zeros_state
@@ -55,17 +54,6 @@ class Adam(Optimizer):
                 decoupled_weight_decay=decoupled_weight_decay,
             ),
         )
-
-    @dispatch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with dispatch.enable_grad():
-                loss = closure()
-        self._begin_step()
-        for group in self.param_groups:
-            self._step_group(group)
-        return loss
 
     def _step_group(self, group: dict) -> None:
         active = self._active(group)

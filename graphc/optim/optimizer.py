@@ -94,7 +94,19 @@ class Optimizer:
                 elif p.grad is not None:
                     p.grad = p.grad.detach() * 0
 
+    @dispatch.no_grad()
     def step(self, closure: Callable | None = None):
+        """One update of every parameter group; `closure` re-evaluates the loss first."""
+        loss = None
+        if closure is not None:
+            with dispatch.enable_grad():
+                loss = closure()
+        self._begin_step()
+        for group in self.param_groups:
+            self._step_group(group)
+        return loss
+
+    def _step_group(self, group: dict) -> None:
         raise NotImplementedError
 
     # ---- helpers for step() ----------------------------------------------------------------

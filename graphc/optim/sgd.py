@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from graphc import dispatch
 from graphc import functions as G
 from graphc.optim.arith import add_scaled, hyper
 from graphc.optim.optimizer import Optimizer, _no_differentiable, required, zeros_state
@@ -48,17 +47,6 @@ class SGD(Optimizer):
                 fused=fused,
             ),
         )
-
-    @dispatch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with dispatch.enable_grad():
-                loss = closure()
-        self._begin_step()
-        for group in self.param_groups:
-            self._step_group(group)
-        return loss
 
     def _step_group(self, group: dict) -> None:
         active = self._active(group)
