@@ -331,3 +331,14 @@ def test_flops_and_bytes_per_node_and_kernel(layer_inspection):
     }
     text = report.text()
     assert "total: 60 flops" in text and "flop/byte" in text
+
+
+def test_json_kernels_carry_the_parallel_decision(step_inspection):
+    doc = step_inspection.json("plan_parallel")
+    validate(doc)
+    (g,) = doc["graphs"]
+    threads = [k["threads"] for k in g["schedule"]["kernels"]]
+    assert all(t is not None and t["reason"] for t in threads)
+    assert {t["parallel"] for t in threads} <= {True, False}
+    (before,) = step_inspection.json("plan_memory")["graphs"]
+    assert all(k["threads"] is None for k in before["schedule"]["kernels"])

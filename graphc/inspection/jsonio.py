@@ -109,6 +109,7 @@ def schedule_json(graph: Graph) -> dict[str, Any]:
 
     names = value_names(graph)
     schedule = graph.meta["schedule"]
+    threads = graph.meta.get("parallel")  # after plan_parallel
     return {
         "kernels": [
             {
@@ -120,6 +121,9 @@ def schedule_json(graph: Graph) -> dict[str, Any]:
                 "reads": [names[n] for n in k.reads()],
                 "reason": k.reason,
                 "params": {key: value_json(v, names) for key, v in sorted(k.params.items())},
+                "threads": None
+                if threads is None
+                else {"parallel": k.name in threads.parallel, "reason": threads.reasons[k.name]},
             }
             for k in schedule.kernels
         ],

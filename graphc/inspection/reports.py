@@ -52,6 +52,10 @@ class FusionReport:
             reads = k.reads()
             if reads:
                 lines.append("    reads    " + ", ".join(names[n] for n in reads))
+            threads = g.meta.get("parallel")
+            if threads is not None:
+                how = "parallel" if k.name in threads.parallel else "serial"
+                lines.append(f"    threads  {how}: {threads.reasons[k.name]}")
         lines.append("decisions (in the order the fuser made them):")
         for d in schedule.decisions:
             lines.append(f"  {'taken   ' if decision_taken(d) else 'rejected'}  {d}")
