@@ -8,7 +8,6 @@ import time
 
 from graphc import debug
 from graphc.codegen import cache, jit
-from graphc.codegen.lower import ENTRY, lower
 from graphc.codegen.target import Target, host_target
 from graphc.ir import Graph
 from graphc.runtime import NativeExecutable, OutputSlot
@@ -26,6 +25,9 @@ def _load_system_libraries() -> None:
         path = ctypes.util.find_library(name)
         if path:
             llvm.load_library_permanently(path)
+
+
+ENTRY = "graphc_entry"  # the symbol codegen/lower.py emits
 
 
 def target_key(t: Target) -> str:
@@ -53,6 +55,9 @@ def native_executable(
     times = jit.CompileTimes()
     lowered = None
     if obj is None:
+        # Imported here: a warm start (cache hit) never needs the emitters (~25 ms to import).
+        from graphc.codegen.lower import lower
+
         lowered = lower(graph, target, profile=profile, fault=fault)
         timings["lower"] = time.perf_counter() - t0
         obj = jit.emit_object(lowered.module, target, times=times)
@@ -76,6 +81,8 @@ def native_executable(
     )
     exe.timings = timings
     if debug.level() >= 3:  # printed by debug.report_compile, after the IR of each pass
+        from graphc.codegen.lower import lower
+
         lowered = lowered or lower(graph, target, profile=profile, fault=fault)
         exe.debug_sections = [("LLVM IR", str(lowered.module))]
         if debug.level() >= 4:

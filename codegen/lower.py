@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from graphc.codegen import collective, loop, misc, pool, pool_tiled, rows
+from graphc.codegen.backend import ENTRY
 from graphc.codegen.emit import Spec
 from graphc.codegen.irutil import FunctionPointer, entry_alloca, i64
 from graphc.codegen.scalar import I8, I32, I64, PTR
@@ -33,8 +34,6 @@ from graphc.ir import Graph, Node
 from graphc.passes.memory import MemoryPlan
 from graphc.passes.parallel import ParallelPlan
 from graphc.passes.schedule import Kernel, Schedule, stored_values
-
-ENTRY = "graphc_entry"
 
 Storage = Callable[[Node], Hashable]
 

@@ -47,7 +47,8 @@ def native_failure(e: Exception) -> InspectError:
 def _standalone_module(graph: Graph, name: str) -> str:
     """The step's LLVM IR with kernel `name` external and everything else internal."""
     from graphc.codegen import jit
-    from graphc.codegen.lower import ENTRY, lower
+    from graphc.codegen.backend import ENTRY
+    from graphc.codegen.lower import lower
 
     check_kernel(graph, name)
     try:
