@@ -150,7 +150,12 @@ class _Fuser:
                 tuple(members),
                 outputs,
                 reason,
-                {"relu": relu, "bias_grad": bias},
+                {
+                    "relu": relu,
+                    "bias_grad": bias,
+                    # the mask's zeros are constants of the emitted code, never read from memory
+                    "constants": (mask[0].inputs[1], mask[1].inputs[2]) if relu else (),
+                },
             )
         )
 

@@ -31,8 +31,9 @@ class Kernel:
     params: Mapping[str, Any] = field(default_factory=dict)
 
     def reads(self) -> list[Node]:
-        """Values from outside the kernel that it reads (in first-use order)."""
-        members = set(self.nodes)
+        """Values from outside the kernel that it reads (in first-use order); constants the
+        emitted code knows (params["constants"], e.g. a ReLU mask's zeros) are not read."""
+        members = set(self.nodes) | set(self.params.get("constants", ()))
         out: list[Node] = []
         for n in self.nodes:
             for i in n.inputs:
