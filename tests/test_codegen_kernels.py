@@ -45,7 +45,7 @@ class Case:
     @property
     def id(self) -> str:
         shapes = [v for k, v in self.kw.items() if k.endswith("shape")]
-        extra = [k for k in ("bias", "relu", "accumulate") if self.kw.get(k)]
+        extra = [k for k in ("bias", "relu", "accumulate", "blocked") if self.kw.get(k)]
         flags = [f"{k}={v}" for k, v in self.kw.items() if k in ("trans_a", "trans_b") and v]
         attrs = [f"{k}={v}" for k, v in self.kw.items() if k in CONV_KEYS and v != DEFAULTS[k]]
         gen = ["generic"] if self.generic else []
@@ -92,6 +92,21 @@ def matmul_case(batch, m, k, n, ta, tb, dtype="float32", generic=False, **flags)
 
 TRANS = list(itertools.product([False, True], repeat=2))
 
+# The cache-blocked schedule, forced on small shapes: k longer than one k block (several
+# blocks, partial sums on the stack) with a tail that is not a multiple of the vector width,
+# n spanning several strips with a short last one, m not a multiple of the register tile,
+# several row blocks (m=203 at k=530), and the epilogues.
+BLOCKED_CASES = [
+    matmul_case((2,), 37, 530, 53, ta, tb, bias=True, relu=True, accumulate=True, blocked=True)
+    for ta, tb in TRANS[:3]
+] + [
+    matmul_case((), 203, 530, 150, False, True, bias=True, blocked=True),
+    matmul_case((), 203, 300, 150, True, False, blocked=True),
+    matmul_case((), 70, 5, 33, False, True, relu=True, blocked=True),  # k < one vector
+    matmul_case((3,), 9, 17, 100, False, False, accumulate=True, blocked=True),
+    matmul_case((), 1, 1, 1, False, True, blocked=True),
+]
+
 MATMUL_CASES = (
     [matmul_case((), 64, 400, 120, False, True, bias=True, relu=True)]  # fc1 forward
     + [matmul_case((), 64, 120, 400, False, False), matmul_case((), 120, 64, 400, True, False)]
@@ -101,6 +116,7 @@ MATMUL_CASES = (
     + [matmul_case((), 1, 1, 1, False, False), matmul_case((), 70, 3, 16, True, True)]
     + [matmul_case((2,), 9, 6, 11, ta, tb, "float64", bias=True) for ta, tb in TRANS]
     + [matmul_case((), 6, 10, 5, True, False, generic=True, bias=True, relu=True, accumulate=True)]
+    + BLOCKED_CASES
 )
 
 CONV_CASES = (
@@ -240,6 +256,59 @@ def test_both_vector_schedules_are_covered(host_lib):
     assert "width schedule" in wgrad and "channel schedule" in wgrad
     mm = " | ".join(c.spec.schedule for c in MATMUL_CASES)
     assert "outer-product" in mm and "dot-product" in mm and "out^T" in mm
+    blocked = [c.spec for c in BLOCKED_CASES]
+    assert all("cache-blocked" in s.schedule for s in blocked)
+    assert any(", k blocks of" in s.schedule and "(1 per unit)" not in s.schedule for s in blocked)
+    assert any(s.parallel_extent > 2 for s in blocked)
+
+
+def test_blocked_units_in_any_order_and_threads_are_bitwise_equal(host_lib, rng):
+    """The blocked schedule's units run as one call, as single units in reverse order, and
+    as two halves on two threads at once (scratch on each caller's stack) give the same
+    bytes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    for case in BLOCKED_CASES:
+        spec, addr = case.spec, host_lib.address(case.spec.name)
+        ins, out0, _ = inputs_and_reference(case, rng)
+        whole, pieces, halves = out0.copy(), out0.copy(), out0.copy()
+        run_kernel(addr, spec, whole, *ins)
+        extent = spec.parallel_extent
+        for u in reversed(range(extent)):
+            run_kernel(addr, spec, pieces, *ins, lo=u, hi=u + 1)
+        mid = extent // 2
+        with ThreadPoolExecutor(2) as pool:
+            jobs = [
+                pool.submit(run_kernel, addr, spec, halves, *ins, lo=lo, hi=hi)
+                for lo, hi in ((mid, extent), (0, mid))
+            ]
+            for job in jobs:
+                job.result()
+        assert whole.tobytes() == pieces.tobytes() == halves.tobytes(), case.id
+
+
+def test_large_matmuls_choose_the_blocked_schedule():
+    """The MLP's large products get the blocked schedule within the stack budget; the
+    reference ConvNet's small ones keep the unblocked schedules."""
+    from graphc.codegen.kernels.common import STACK_LIMIT_BYTES
+
+    t = get_target("host")
+    big = [((256, 3072), (512, 3072), False, True), ((256, 512), (256, 3072), True, False)]
+    small = [((64, 400), (120, 400), False, True), ((64, 120), (64, 400), True, False)]
+    for i, (a, b, ta, tb) in enumerate(big + small):
+        spec = emit_matmul(
+            ir.Module(),
+            f"m{i}",
+            a_shape=a,
+            b_shape=b,
+            trans_a=ta,
+            trans_b=tb,
+            dtype="float32",
+            target=t,
+        )
+        assert ("cache-blocked" in spec.schedule) == (i < len(big)), spec.schedule
+        assert spec.stack_bytes <= STACK_LIMIT_BYTES
+        assert i >= len(big) or spec.parallel_extent >= 4
 
 
 def test_concurrent_calls_on_disjoint_units(host_lib, rng):
@@ -317,6 +386,7 @@ def test_bad_geometry_is_refused():
 NARROW_CASES = (
     [matmul_case((), 64, 400, 120, False, True, bias=True, relu=True)]
     + [matmul_case((2,), 13, 17, 33, ta, tb, accumulate=True) for ta, tb in TRANS]
+    + [matmul_case((2,), 19, 300, 21, ta, tb, bias=True, blocked=True) for ta, tb in TRANS[:3]]
     + conv_cases((2, 3, 32, 32), (6, 3, 5, 5))
     + conv_cases((2, 6, 14, 14), (16, 6, 5, 5))
     + conv_cases((1, 4, 9, 11), (6, 2, 3, 3), stride=(1, 2), padding=1, groups=2)

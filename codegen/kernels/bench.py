@@ -36,7 +36,8 @@ CONV = dict(stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1)
 
 
 def workload(n: int) -> list[tuple[str, str, dict]]:
-    """(label, op, emitter kwargs) of the reference training step's contractions."""
+    """(label, op, emitter kwargs) of the reference training step's contractions, and of the
+    MLP's largest two."""
     c1x, c1w, c1y = (n, 3, 32, 32), (6, 3, 5, 5), (n, 6, 28, 28)
     c2x, c2w, c2y = (n, 6, 14, 14), (16, 6, 5, 5), (n, 16, 10, 10)
     out = [
@@ -72,6 +73,19 @@ def workload(n: int) -> list[tuple[str, str, dict]]:
                 dict(a_shape=(n, m), b_shape=(n, k), trans_a=True, trans_b=False),
             ),
         ]
+    # the MLP's first layer (3072 -> 512): products far larger than L2 (blocked schedule)
+    out += [
+        (
+            "mlp1.fwd",
+            "matmul",
+            dict(a_shape=(n, 3072), b_shape=(512, 3072), trans_a=False, trans_b=True, bias=True),
+        ),
+        (
+            "mlp1.dw",
+            "matmul",
+            dict(a_shape=(n, 512), b_shape=(n, 3072), trans_a=True, trans_b=False),
+        ),
+    ]
     return out
 
 

@@ -1,6 +1,9 @@
 """Matrix multiplication kernels: out[b] = op(A[b]) @ op(B[b]) (+ bias) (relu) (+ out[b]).
 
-Three schedules, chosen from the transpose flags and the target:
+Four schedules, chosen from the transpose flags, the size and the target:
+- "cache-blocked" (gemm_blocked.py; A @ B, A^T @ B, A @ B^T of at least BLOCKED_MIN_MACS
+  multiply-adds): units of MC x NC results, k blocks, op(B) packed on the stack per k block,
+  an outer-product register tile; for operands larger than the caches.
 - "outer" (A @ B, A^T @ B): vectors along the columns of the result. A register tile of
   MR rows x NV vectors accumulates rank-1 updates: per k, NV vector loads of a row of B and
   MR broadcasts of A feed MR*NV FMAs. No packing; the tile is picked by a small cost model.
@@ -13,9 +16,10 @@ Three schedules, chosen from the transpose flags and the target:
   once per 4 row tiles.
 The generic path (float64, or when asked) is a scalar loop nest, reduction innermost.
 
-Work units are blocks of result rows (for the transposed-output schedule, of result
-columns) per batch matrix; each result element is summed over k in increasing order (vector
-schedules: per lane, then the fixed lane reduction), whatever the split of the units.
+Work units are blocks of result rows (transposed-output schedule: of result columns;
+blocked schedule: of rows x columns) per batch matrix; each result element is summed over k
+in increasing order (vector schedules: per lane, then the fixed lane reduction), whatever
+the split of the units.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from llvmlite import ir
 from graphc.codegen import irutil as U
 from graphc.codegen.kernels.common import KernelFunction, KernelSpec, define_kernel, element_type
 from graphc.codegen.kernels.epilogue import Epilogue
+from graphc.codegen.kernels.gemm_blocked import emit_blocked
 from graphc.codegen.target import Target
 
 
@@ -85,11 +90,13 @@ def emit_matmul(
     accumulate: bool = False,
     target: Target,
     generic: bool = False,
+    blocked: bool | None = None,
 ) -> KernelSpec:
     """Emit `void name(out, a, b[, bias], lo, hi)`; see the module docstring.
 
     Semantics: out = relu(op(a) @ op(b) + bias) (+ out if `accumulate`), bias per column.
-    `generic=True` forces the scalar path (tests use it to cover that path in float32).
+    `generic=True` forces the scalar path (tests use it to cover that path in float32);
+    `blocked` forces the cache-blocked schedule on or off (None: by size, `wants_blocked`).
     """
     geo = matmul_geometry(a_shape, b_shape, trans_a, trans_b)
     dt, elem = element_type(dtype)
@@ -98,9 +105,13 @@ def emit_matmul(
     flops = 2 * geo.batch * geo.m * geo.n * geo.k
     lanes = target.lanes(dt)
     common = dict(module=module, name=name, geo=geo, elem=elem, roles=roles, epi=epi)
+    stack = 0
     if generic or dt.name != "float32" or geo.m * geo.n * geo.k == 0:
         extent, unit, sched = _emit_generic(**common, target=target)
         lanes = 1
+    elif not (trans_a and trans_b) and (wants_blocked(geo) if blocked is None else blocked):
+        # A^T @ B^T has no blocked schedule: `blocked=True` leaves it to "outer".
+        extent, unit, sched, stack = emit_blocked(**common, target=target, lanes=lanes)
     elif trans_b and not trans_a:
         extent, unit, sched = _emit_dot(**common, target=target, lanes=lanes)
     else:
@@ -115,7 +126,24 @@ def emit_matmul(
         dtype=dt.name,
         schedule=f"{sched}; epilogue: {epi.describe()}",
         vector_lanes=lanes,
+        stack_bytes=stack,
     )
+
+
+# Products with fewer multiply-adds than this keep the unblocked schedules: their operands
+# fit in L2 and the blocked schedule's packing and unit overheads would not pay off.
+BLOCKED_MIN_MACS = 1 << 24
+# A @ B with a B this small keeps the "outer" schedule, which measured faster on it (B stays
+# in L2 unpacked); the "dot" schedule (A @ B^T) and A^T @ B gain from blocking at any size
+# above BLOCKED_MIN_MACS.
+BLOCKED_MIN_B_BYTES = 1 << 20
+
+
+def wants_blocked(geo: MatmulGeometry) -> bool:
+    """Whether the cache-blocked schedule (gemm_blocked) should compute `geo` (float32)."""
+    if geo.trans_a and geo.trans_b or geo.m * geo.n * geo.k < BLOCKED_MIN_MACS:
+        return False
+    return geo.trans_a or geo.trans_b or geo.k * geo.n * 4 > BLOCKED_MIN_B_BYTES
 
 
 def _batch_ptrs(kf: KernelFunction, elem, geo: MatmulGeometry, bidx) -> dict:
