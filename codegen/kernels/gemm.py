@@ -133,17 +133,14 @@ def emit_matmul(
 # Products with fewer multiply-adds than this keep the unblocked schedules: their operands
 # fit in L2 and the blocked schedule's packing and unit overheads would not pay off.
 BLOCKED_MIN_MACS = 1 << 24
-# A @ B with a B this small keeps the "outer" schedule, which measured faster on it (B stays
-# in L2 unpacked); the "dot" schedule (A @ B^T) and A^T @ B gain from blocking at any size
-# above BLOCKED_MIN_MACS.
-BLOCKED_MIN_B_BYTES = 1 << 20
+# (A @ B with a 1 MB B, 256x512 @ 512x512, measured faster unblocked on one core in
+# isolation, 186 vs 169 GFLOP/s, but slower inside a 2-thread training step, 199 vs 256,
+# where the two cores share L3 with the other kernels' data: blocked it is.)
 
 
 def wants_blocked(geo: MatmulGeometry) -> bool:
     """Whether the cache-blocked schedule (gemm_blocked) should compute `geo` (float32)."""
-    if geo.trans_a and geo.trans_b or geo.m * geo.n * geo.k < BLOCKED_MIN_MACS:
-        return False
-    return geo.trans_a or geo.trans_b or geo.k * geo.n * 4 > BLOCKED_MIN_B_BYTES
+    return not (geo.trans_a and geo.trans_b) and geo.m * geo.n * geo.k >= BLOCKED_MIN_MACS
 
 
 def _batch_ptrs(kf: KernelFunction, elem, geo: MatmulGeometry, bidx) -> dict:
