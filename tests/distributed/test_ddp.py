@@ -120,9 +120,11 @@ def same_on_every_rank(arrays: list[np.ndarray]) -> bool:
     return len(set(comm.allgather_int(digest(arrays), "comparing parameters"))) == 1
 
 
-def assert_close(got: list[np.ndarray], expect: list[np.ndarray], rtol: float) -> None:
+def assert_close(
+    got: list[np.ndarray], expect: list[np.ndarray], rtol: float, atol: float = 1e-6
+) -> None:
     for g, e in zip(got, expect, strict=True):
-        np.testing.assert_allclose(g, e, rtol=rtol, atol=1e-6)
+        np.testing.assert_allclose(g, e, rtol=rtol, atol=atol)
 
 
 @pytest.mark.parametrize("optimizer", ["sgd_momentum", "adam"])
@@ -130,7 +132,11 @@ def test_compiled_ddp_matches_one_process_on_the_whole_batch(optimizer):
     data = batches((3, 32, 32), 10)
     expect = train(ConvNet, optimizer, data, "native", ddp=False)
     got = train(ConvNet, optimizer, data, "native", ddp=True)
-    assert_close(got, expect, rtol=1e-5)
+    # Two half-batch sums all-reduced round differently from one whole-batch sum. Adam divides
+    # each gradient by its own running magnitude, so where a gradient is mostly cancellation
+    # (|g| ~ 1e-9) that rounding moves the update by up to lr = 1e-3: seen as 1.3e-6 on one
+    # weight of 48,000. The absolute floor is 0.5% of one step's lr for Adam.
+    assert_close(got, expect, rtol=1e-5, atol=5e-6 if optimizer == "adam" else 1e-6)
     assert same_on_every_rank(got)
     again = train(ConvNet, optimizer, data, "native", ddp=True)
     assert digest(again) == digest(got), "a repeated run differs"
