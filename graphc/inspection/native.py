@@ -123,6 +123,7 @@ class KernelTime:
     kind: str
     nanoseconds: int  # summed over the profiled steps
     flops: int  # per step
+    schedule: str = ""  # how codegen built it: work units, threads, tiles, vector width
 
 
 @dataclass
@@ -164,6 +165,8 @@ class ProfileReport:
             )
         lines += table(rows, right={2, 3, 4, 5, 6})
         lines += self.notes
+        lines.append("how each kernel was generated (codegen's schedule), slowest first:")
+        lines += [f"  {k.name}: {k.schedule}" for k in self.kernels if k.schedule]
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
@@ -179,10 +182,24 @@ class ProfileReport:
                     "seconds_per_step": k.nanoseconds * 1e-9 / self.steps,
                     "flops": k.flops,
                     "gflops": self.gflops(k),
+                    "schedule": k.schedule,
                 }
                 for k in self.kernels
             ],
         }
+
+
+def _schedules(graph: Graph) -> list[str]:
+    """Codegen's description of each kernel (lowered again: a cache hit skips lowering)."""
+    from graphc.codegen.lower import lower
+
+    threads = graph.meta.get("parallel")
+    out = []
+    for spec, k in zip(lower(graph).specs, graph.meta["schedule"].kernels, strict=True):
+        split = threads is not None and k.name in threads.parallel and spec.parallel_extent > 1
+        how = "split across threads" if split else "serial"
+        out.append(f"{spec.parallel_extent} work unit(s), {how}; {spec.description}")
+    return out
 
 
 def measure_peak(n: int = 1024, repeats: int = 3) -> tuple[float, str]:
@@ -226,8 +243,10 @@ def profile(
     wall = time.perf_counter() - t0
     peak, how = measure_peak()
     kernels = [
-        KernelTime(k.name, k.kind, int(ns), kernel_flops.get(k.name, 0))
-        for k, ns in zip(graph.meta["schedule"].kernels, exe.profile, strict=True)
+        KernelTime(k.name, k.kind, int(ns), kernel_flops.get(k.name, 0), schedule)
+        for k, ns, schedule in zip(
+            graph.meta["schedule"].kernels, exe.profile, _schedules(graph), strict=True
+        )
     ]
     kernels.sort(key=lambda k: (-k.nanoseconds, k.name))
     notes = ["(times include one clock read per kernel; state updates ran on copies)"]
