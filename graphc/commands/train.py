@@ -54,7 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--workers",
         type=int,
         default=_,
-        help=f"loader threads preparing batches ahead of the step (default: {d.workers})",
+        help="loader threads preparing batches ahead of the step (default: 1 when the "
+        "step's --threads leave a core free, else 0: loading then runs between steps)",
     )
     p.add_argument("--seed", type=int, default=_, help=f"seeds everything (default: {d.seed})")
     p.add_argument(

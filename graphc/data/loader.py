@@ -1,10 +1,12 @@
 """DataLoader: batches from a data set, optionally transformed and prefetched by workers.
 
 Workers are threads, chosen by measurement on the 2-core machine (batch 64, built-in data):
-gathering and augmenting a batch is ~0.2-0.7 ms of numpy calls that release the GIL, so
-one thread keeps far ahead of a ~30 ms training step (serial 100-280k images/s, threads
-80-240k), while a process pool tops out at 28-40k images/s, paying pickling and a pipe copy
-per 786 KB batch, plus fork hazards (workers inherit the trainer's signal handlers).
+gathering and converting a batch is ~0.1 ms of numpy calls that release the GIL (up to
+~0.7 ms with augmentation), so one thread keeps ahead of the step, while a process pool tops
+out at 28-40k images/s, paying pickling and a pipe copy per 786 KB batch, plus fork hazards
+(workers inherit the trainer's signal handlers). A worker thread only pays when a core is
+free: next to a compiled step that uses every core it costs the step more than loading
+between steps does (graphc train's default, see training/config.py default_workers).
 Batches are produced in any order by the workers but always delivered in sampler order, so
 num_workers=N yields exactly what num_workers=0 yields.
 

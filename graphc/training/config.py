@@ -32,7 +32,7 @@ class TrainConfig:
     momentum: float | None = None  # SGD only; None: 0.9
     optimizer: str = "sgd"
     weight_decay: float | None = None  # None: the optimizer's default
-    workers: int = 1
+    workers: int | None = None  # None: default_workers(), once the thread count is set
     seed: int = 0
     threads: int | None = None
     checkpoint: str = DEFAULT_CHECKPOINT
@@ -64,7 +64,7 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             if getattr(c, name) < 1:
                 raise TrainError(f"--{name.replace('_', '-')} must be at least 1")
-        if c.workers < 0:
+        if c.workers is not None and c.workers < 0:
             raise TrainError("--workers must be 0 (load in the training thread) or more")
         if c.lr <= 0:
             raise TrainError(f"--lr must be positive, not {c.lr}")
@@ -119,3 +119,16 @@ def merge_for_resume(
             )
         setattr(merged, name, value)
     return merged
+
+
+def default_workers() -> int:
+    """Loader threads for `--workers` left unset: 1 when the compiled step's threads leave a
+    core free, else 0. A prefetch thread only overlaps loading with the step on a spare
+    core; otherwise it takes its time from the step's own threads, and preempting one of
+    them stalls a whole parallel region. Measured with the built-in data at batch 64 on 2
+    cores and 2 step threads, train-loop images/s over the step's own on the same batches
+    (medians of 5 epochs, 4 runs): 0.90-0.96 loading in the training thread, 0.86-0.92
+    with one loader thread."""
+    from graphc import threads
+
+    return 1 if threads.usable_cores() > threads.get_num_threads() else 0

@@ -40,6 +40,7 @@ from graphc.training.config import (
     DEFAULT_CHECKPOINT,
     TrainConfig,
     TrainError,
+    default_workers,
     merge_for_resume,
     trajectory_of,
 )
@@ -111,6 +112,8 @@ class Trainer:
             if set_threads is not None:
                 set_threads(config.threads)
 
+        if config.workers is None:
+            config.workers = default_workers()
         graphc.manual_seed(config.seed)
         self.dist = TrainGroup()  # under mpiexec: one rank of several (graphc.distributed)
         if not self.dist.is_main:  # rank 0 reports for all
