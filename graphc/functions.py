@@ -86,8 +86,16 @@ def _operands(a, b) -> tuple[Tensor, Tensor]:
         dt = dtypes.promote_with_scalar(a.dtype, b)
         return cast(a, dt), full(a.shape, b, dtype=dt)
     dt = _result_type(a, b)
-    shape = broadcast_shape("broadcast", tuple(a.shape), tuple(b.shape))
+    shape = _broadcast("broadcast", tuple(a.shape), tuple(b.shape))
     return broadcast_to(cast(a, dt), shape), broadcast_to(cast(b, dt), shape)
+
+
+def _broadcast(what: str, a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    """broadcast_shape, its error pointing at the user's line (eager mode has no tracer to)."""
+    try:
+        return broadcast_shape(what, a, b)
+    except ShapeError as e:
+        raise dispatch.user_error(ShapeError, str(e)) from None
 
 
 def _result_type(a: Tensor, b: Tensor) -> DType:
@@ -208,7 +216,7 @@ def where(condition: Tensor, input, other) -> Tensor:
     if not isinstance(condition, Tensor) or condition.dtype != dtypes.bool_:
         raise dispatch.user_error(ShapeError, "where: the condition must be a bool tensor")
     a, b = _operands(input, other)
-    shape = broadcast_shape("where", tuple(condition.shape), tuple(a.shape))
+    shape = _broadcast("where", tuple(condition.shape), tuple(a.shape))
     return apply(
         "where", (broadcast_to(condition, shape), broadcast_to(a, shape), broadcast_to(b, shape))
     )
@@ -565,7 +573,7 @@ def matmul(input: Tensor, other: Tensor) -> Tensor:
         out = apply("matmul", (reshape(a, -1, a.shape[-1]), b))
         out = reshape(out, lead + [b.shape[-1]])
     else:
-        batch = broadcast_shape("matmul", tuple(a.shape[:-2]), tuple(b.shape[:-2]))
+        batch = _broadcast("matmul", tuple(a.shape[:-2]), tuple(b.shape[:-2]))
         a = broadcast_to(a, batch + tuple(a.shape[-2:]))
         b = broadcast_to(b, batch + tuple(b.shape[-2:]))
         out = apply("matmul", (a, b))

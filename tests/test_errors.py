@@ -59,6 +59,22 @@ def test_shape_mismatch_inside_the_model_names_the_line(compiled):
     assert f"{HERE}:{line_of(WrongLinear.forward, 'the bad line')}" in msg
 
 
+@pytest.mark.parametrize("compiled", [False, True])
+@pytest.mark.parametrize("op", ["add", "where", "matmul"])
+def test_operands_that_do_not_broadcast_name_the_line(compiled, op):
+    def f(a, b):
+        if op == "add":
+            return a + b  # the add line
+        if op == "where":
+            return graphc.where(a > 0, a, b)  # the where line
+        return a.reshape(3, 1, 4) @ b.reshape(5, 4, 1)  # the matmul line
+
+    run = graphc.compile(f) if compiled else f
+    with pytest.raises(ShapeError, match="cannot be broadcast") as err:
+        run(graphc.randn(3, 4), graphc.randn(5, 4))
+    assert f"{HERE}:{line_of(f, f'the {op} line')}" in str(err.value)
+
+
 def test_wrong_input_shape_to_a_compiled_step():
     step = graphc.compile(make_step(ConvNet()))
     y = graphc.zeros(4, dtype=graphc.int64)
