@@ -5,6 +5,11 @@ By default: the reference ConvNet on the built-in generated data set (nothing to
 line per epoch to stdout. A checkpoint is written after every epoch and on Ctrl-C; --resume
 continues from it exactly as if the run had not stopped.
 
+The last batch of an epoch may be shorter: it is a second input shape, compiled once in the
+first epoch and reused from then on (compiled steps are cached by input signature), never
+padded or dropped. Its loss is the mean over its own samples, as in PyTorch, and an epoch's
+loss weights each step by its batch size.
+
 examples:
   graphc train
   graphc train --epochs 10 --plot curves.png --log-json run.json
