@@ -90,8 +90,7 @@ class NativeExecutable:
             if a is not bound[i]:
                 bound[i] = a = self._checked(i, a)
                 io[i] = a.ctypes.data
-        if threads._RUNTIME is None:  # after a fork: start this process's workers
-            threads.runtime()
+        threads.runtime()  # one global read; after a fork, starts this process's workers
         rc = self._entry(self._io_address, self._arena_address, *self._extra)
         if rc:
             self._report(rc - 1, arrays)
