@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +60,10 @@ class Entry:
     guards: list[Guard]
     executable: Callable[[list[np.ndarray]], list[np.ndarray]]
     timings: dict[str, float] = field(default_factory=dict)
+    # One call at a time: native code computes in one arena and returns views of it until
+    # the sinks and return values have copied them out (threads calling one compiled
+    # function would otherwise read each other's results).
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def graph(self) -> Graph:
@@ -68,15 +73,16 @@ class Entry:
         return all(g.holds() for g in self.guards)
 
     def run(self, args: Sequence) -> Any:
-        host = evaluate_host(self.host_groups)
-        arrays = [s.read(args, host) for s in self.sources]
-        outs = self.executable(arrays)
-        for sink, value in zip(self.sinks, outs, strict=True):
-            sink.write(value, args)
-        for t in self.grad_clears:
-            t._grad = None
-        ret_def, spec = self.returns
-        leaves = [Tensor._wrap(np.array(outs[v])) if kind == "out" else v for kind, v in spec]
+        with self.lock:
+            host = evaluate_host(self.host_groups)
+            arrays = [s.read(args, host) for s in self.sources]
+            outs = self.executable(arrays)
+            for sink, value in zip(self.sinks, outs, strict=True):
+                sink.write(value, args)
+            for t in self.grad_clears:
+                t._grad = None
+            ret_def, spec = self.returns
+            leaves = [Tensor._wrap(np.array(outs[v])) if kind == "out" else v for kind, v in spec]
         return unflatten(ret_def, leaves)
 
 

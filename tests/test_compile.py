@@ -217,3 +217,25 @@ def test_unrelated_new_modules_do_not_retrace():
     graphc.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)
     f(x)
     assert sum(len(v) for v in f.cache.values()) == 1
+
+
+def test_threads_calling_one_compiled_function_get_their_own_results():
+    import threading
+
+    net = nn.Linear(4, 3)
+    f = graphc.compile(net)
+    xs = [graphc.randn(2, 4) for _ in range(2)]
+    want = [f(x).numpy().copy() for x in xs]
+    bad: list[int] = []
+
+    def run(i: int) -> None:
+        for _ in range(2000):
+            if not np.array_equal(f(xs[i]).numpy(), want[i]):
+                bad.append(i)
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert not bad, f"{len(bad)} calls returned another thread's result"
