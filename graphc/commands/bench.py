@@ -196,7 +196,8 @@ def run(args: argparse.Namespace) -> int:
         print(text)
         return 0
     if args.json:
-        with open(args.json, "w") as f:
-            f.write(text + "\n")
+        from graphc.serialization import atomic_write
+
+        atomic_write(args.json, (text + "\n").encode())
     print(format_result(result))
     return 0

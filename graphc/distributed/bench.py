@@ -172,8 +172,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     }
     print(report(runs, args.batch_size))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(runs, f, indent=2)
+        from graphc.serialization import atomic_write
+
+        atomic_write(args.json, (json.dumps(runs, indent=2) + "\n").encode())
     return 0
 
 
