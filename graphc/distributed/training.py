@@ -90,10 +90,12 @@ class TrainGroup:
         self.rank = g.rank if g is not None else 0
         self.size = g.size if g is not None else 1
         self.interrupt: AgreedInterrupt | None = None
+        # ranks sharing this machine's cores (a collective call: every rank makes it here)
+        self.local_ranks = self._ranks_on_this_machine() if self.active else 1
         if self.active and "GRAPHC_NUM_THREADS" not in os.environ:
             import graphc
 
-            graphc.set_num_threads(max(1, _usable_cores() // self._ranks_on_this_machine()))
+            graphc.set_num_threads(max(1, _usable_cores() // self.local_ranks))
 
     @property
     def active(self) -> bool:

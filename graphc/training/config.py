@@ -121,14 +121,14 @@ def merge_for_resume(
     return merged
 
 
-def default_workers() -> int:
-    """Loader threads for `--workers` left unset: 1 when the compiled step's threads leave a
-    core free, else 0. A prefetch thread only overlaps loading with the step on a spare
-    core; otherwise it takes its time from the step's own threads, and preempting one of
-    them stalls a whole parallel region. Measured with the built-in data at batch 64 on 2
-    cores and 2 step threads, train-loop images/s over the step's own on the same batches
-    (medians of 5 epochs, 4 runs): 0.90-0.96 loading in the training thread, 0.86-0.92
-    with one loader thread."""
+def default_workers(processes: int = 1) -> int:
+    """Loader threads for `--workers` left unset: 1 when the compiled step's threads (of all
+    `processes` training ranks on this machine) leave a core free, else 0. A prefetch thread
+    only overlaps loading with the step on a spare core; otherwise it takes its time from the
+    step's own threads, and preempting one of them stalls a whole parallel region. Measured
+    with the built-in data at batch 64 on 2 cores and 2 step threads, train-loop images/s
+    over the step's own on the same batches (medians of 5 epochs, 4 runs): 0.90-0.96 loading
+    in the training thread, 0.86-0.92 with one loader thread."""
     from graphc import threads
 
-    return 1 if threads.usable_cores() > threads.get_num_threads() else 0
+    return 1 if threads.usable_cores() > threads.get_num_threads() * processes else 0

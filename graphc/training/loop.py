@@ -112,10 +112,10 @@ class Trainer:
             if set_threads is not None:
                 set_threads(config.threads)
 
-        if config.workers is None:
-            config.workers = default_workers()
         graphc.manual_seed(config.seed)
         self.dist = TrainGroup()  # under mpiexec: one rank of several (graphc.distributed)
+        if config.workers is None:
+            config.workers = default_workers(self.dist.local_ranks)
         if not self.dist.is_main:  # rank 0 reports for all
             self.out = self.err = open(os.devnull, "w")
         self.data = build_data(config)
