@@ -43,3 +43,9 @@ def report_compile(name: str, entry) -> None:
         f"{len(entry.graph.nodes)} nodes",
         file=err,
     )
+    native = getattr(entry.executable, "timings", None)  # the native backend's own split
+    if native:
+        steps = ", ".join(
+            f"{k.replace('_', ' ')} {v * 1e3:.1f} ms" for k, v in native.items() if k != "cache"
+        )
+        print(f"graphc:   backend: cache {native['cache']}; {steps}", file=err)

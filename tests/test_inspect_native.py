@@ -3,6 +3,7 @@ per-kernel profile, and GRAPHC_DEBUG=3/4 (LLVM IR, assembly) when a native step 
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -117,6 +118,7 @@ def test_graphc_debug_ladder(level, tmp_path):
     assert float(out.stdout) == pytest.approx(12 * np.exp(2.0), rel=1e-5)
     err = out.stderr
     assert "graphc: compiled <lambda> in " in err  # 1: times
+    assert re.search(r"backend: cache miss; lower .* ms, llvm optimize .* ms, llvm codegen", err)
     assert ("IR after plan_memory ----" in err) == (level >= 2)
     assert ("k0_loop, arena[" in err) == (level >= 2)  # annotated, as graphc inspect prints it
     assert ("<lambda>: LLVM IR ----" in err) == (level >= 3)
