@@ -169,7 +169,6 @@ def inputs_and_reference(case: Case, rng) -> tuple[list[np.ndarray], np.ndarray,
         return rng.standard_normal(shape).astype(dt)
 
     kw = case.kw
-    attrs = {k: kw[k] for k in CONV_KEYS if k in kw}
     if case.op == "matmul":
         a, b = r(kw["a_shape"]), r(kw["b_shape"])
         ref = OPS["matmul"].ref(a, b, trans_a=kw["trans_a"], trans_b=kw["trans_b"])
@@ -185,22 +184,30 @@ def inputs_and_reference(case: Case, rng) -> tuple[list[np.ndarray], np.ndarray,
             ref = out + ref
         return ins, out, ref
     if case.op == "conv2d":
-        x, w = r(kw["x_shape"]), r(kw["w_shape"])
-        ref = OPS["conv2d"].ref(x, w, **attrs)
-        ins = [x, w]
+        ins = [r(kw["x_shape"]), r(kw["w_shape"])]
         if kw.get("bias"):
-            bias = r(kw["w_shape"][0])
-            ins.append(bias)
-            ref = ref + bias[None, :, None, None]
-        if kw.get("relu"):
-            ref = np.maximum(ref, 0)
+            ins.append(r(kw["w_shape"][0]))
     elif case.op == "conv2d_input_grad":
-        g, w = r(kw["g_shape"]), r(kw["w_shape"])
-        ins, ref = [g, w], OPS[case.op].ref(g, w, input_shape=kw["input_shape"], **attrs)
+        ins = [r(kw["g_shape"]), r(kw["w_shape"])]
     else:
-        x, g = r(kw["x_shape"]), r(kw["g_shape"])
-        ins, ref = [x, g], OPS[case.op].ref(x, g, weight_shape=kw["weight_shape"], **attrs)
+        ins = [r(kw["x_shape"]), r(kw["g_shape"])]
+    ref = conv_reference(case, ins)
     return ins, np.full(ref.shape, np.nan, dt), ref
+
+
+def conv_reference(case: Case, ins: list[np.ndarray]) -> np.ndarray:
+    """The expected output of a conv kernel case on inputs in kernel argument order."""
+    kw = case.kw
+    attrs = {k: kw[k] for k in CONV_KEYS if k in kw}
+    with np.errstate(invalid="ignore"):
+        if case.op == "conv2d":
+            ref = OPS["conv2d"].ref(ins[0], ins[1], **attrs)
+            if kw.get("bias"):
+                ref = ref + ins[2][None, :, None, None]
+            return np.maximum(ref, 0) if kw.get("relu") else ref
+        if case.op == "conv2d_input_grad":
+            return OPS[case.op].ref(*ins, input_shape=kw["input_shape"], **attrs)
+        return OPS[case.op].ref(*ins, weight_shape=kw["weight_shape"], **attrs)
 
 
 def check_case(lib: jit.JitLibrary, case: Case, rng) -> None:
@@ -332,6 +339,45 @@ def test_concurrent_calls_on_disjoint_units(host_lib, rng):
             for job in jobs:
                 job.result()
         assert np.array_equal(whole, halves, equal_nan=True), case.id
+
+
+def _poisoned(a: np.ndarray, value: float, rng) -> np.ndarray:
+    """a with `value` at an element of its first or last row and at one anywhere."""
+    a = a.copy()
+    at = [int(rng.integers(d)) for d in a.shape]
+    at[2] = int(rng.choice([0, a.shape[2] - 1]))
+    a[tuple(at)] = value
+    a[tuple(int(rng.integers(d)) for d in a.shape)] = value
+    return a
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: c.id)
+def test_conv_nonfinite_inputs_give_the_references_nan_and_inf(host_lib, case, rng):
+    """inf or NaN in either operand: the kernel's NaN, +inf and -inf are exactly the
+    reference's (which multiplies the zeros of the padding: 0 * inf = NaN), finite values
+    stay within rounding, and any split of the units still gives bitwise the same result."""
+    spec, addr = case.spec, host_lib.address(case.spec.name)
+    clean, out0, _ = inputs_and_reference(case, rng)
+    tol = 1e-5 if case.dtype == "float32" else 1e-12
+    for which, value in itertools.product((0, 1), (np.inf, -np.inf, np.nan)):
+        ins = list(clean)
+        ins[which] = _poisoned(ins[which], value, rng)
+        ref = conv_reference(case, ins)
+        out = out0.copy()
+        run_kernel(addr, spec, out, *ins)
+        what = f"input {which} holds {value}"
+        for cls in (np.isnan, np.isposinf, np.isneginf):
+            np.testing.assert_array_equal(cls(out), cls(ref), err_msg=f"{cls.__name__}, {what}")
+        finite = np.isfinite(ref)
+        scale = 1.0 + np.abs(ref[finite]).max(initial=0)
+        np.testing.assert_allclose(out[finite], ref[finite], rtol=0, atol=tol * scale * 4)
+        extent = spec.parallel_extent
+        for k in sorted({1, extent // 2, extent - 1}):
+            if 0 < k < extent:
+                part = out0.copy()
+                run_kernel(addr, spec, part, *ins, lo=0, hi=k)
+                run_kernel(addr, spec, part, *ins, lo=k, hi=extent)
+                assert np.array_equal(part, out, equal_nan=True), f"split at {k}, {what}"
 
 
 def test_out_of_range_units_are_clamped(host_lib, rng):

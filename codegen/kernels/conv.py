@@ -8,10 +8,18 @@ schedule and emits one kernel function with the ABI of kernels/common.py:
     conv2d_weight_grad (out, x, g, lo, hi)           units: see the schedule (conv_wgrad.py)
 
 float32 takes the vector schedules (conv_direct.py, conv_wgrad.py) when they apply; float64
-and the rest take the scalar path (conv_generic.py).
+and the rest take the scalar path (conv_generic.py). Whatever the path, inf and NaN come out
+as in the reference, which multiplies the zeros of the padding (0 * inf = NaN): fast loops
+skip the padding, so a kernel that meets it checks the weights (conv_generic.nonfinite_guard)
+or, for conv2d_weight_grad, its results (conv_generic.weight_grad_nonfinite) and takes exact
+scalar loops when they hold an inf or NaN. Finite data never does: its results are those
+of the fast loops.
 """
 
 from __future__ import annotations
+
+import math
+from functools import partial
 
 from llvmlite import ir
 
@@ -77,6 +85,22 @@ def _input_grad_problem(geo: ConvGeometry) -> DirectConv | None:
     )
 
 
+# How the guard of conv_generic.nonfinite_guard prints in a schedule.
+_EXACT_NOTE = (
+    "if {operand} holds inf or NaN: scalar loops that meet the padding as the reference does"
+)
+
+
+def _reads_padding(problem: DirectConv) -> bool:
+    """Whether some tap of the direct convolution reads outside its input."""
+    axes = (problem.rows, problem.cols)
+    return not all(a.interior(o) for a in axes for o in range(a.n_out))
+
+
+def _numel(shape) -> int:
+    return math.prod(int(d) for d in shape)
+
+
 def _has_plan(problem: DirectConv, target: Target) -> bool:
     return choose_direct_plan(problem, target.f32_lanes, target.vector_registers) is not None
 
@@ -114,11 +138,22 @@ def emit_conv2d(
         sched = conv_generic.emit_forward(
             module, name, geo, roles=roles, elem=elem, epi=epi, target=target
         )
+        if geo.reads_padding:
+            sched += "; " + _EXACT_NOTE.format(operand="w")
     else:
         lanes = target.f32_lanes
+        guard = None
+        if _reads_padding(problem):
+
+            def guard(kf):
+                exact = partial(conv_generic.forward_loops, kf, geo, elem, epi, exact=True)
+                conv_generic.nonfinite_guard(kf, "w", _numel(w_shape), elem, exact)
+
         sched, stack = emit_direct(
-            module, name, problem, roles=roles, elem=elem, epi=epi, target=target
+            module, name, problem, roles=roles, elem=elem, epi=epi, target=target, guard=guard
         )
+        if guard is not None:
+            sched += "; " + _EXACT_NOTE.format(operand="w")
     return KernelSpec(
         name=name,
         op="conv2d",
@@ -161,10 +196,28 @@ def emit_conv2d_input_grad(
         )
     else:
         lanes = target.f32_lanes
+        guard = None
+        # The padding of g here is the schedule's, not the reference's: the reference never
+        # multiplies a cotangent outside the output, so an inf in w must not meet it.
+        if _reads_padding(problem):
+
+            def guard(kf):
+                exact = partial(conv_generic.input_grad_loops, kf, geo, elem, exact=True)
+                conv_generic.nonfinite_guard(kf, "w", _numel(w_shape), elem, exact)
+
         sched, stack = emit_direct(
-            module, name, problem, roles=roles, elem=elem, epi=Epilogue(), target=target
+            module,
+            name,
+            problem,
+            roles=roles,
+            elem=elem,
+            epi=Epilogue(),
+            target=target,
+            guard=guard,
         )
         sched = f"as a stride-1 convolution of g with the flipped kernel; {sched}"
+        if guard is not None:
+            sched += "; " + _EXACT_NOTE.format(operand="w")
     return KernelSpec(
         name=name,
         op="conv2d_input_grad",
@@ -210,6 +263,9 @@ def emit_conv2d_weight_grad(
             module, name, geo, roles=roles, elem=elem, target=target
         )
         lanes = target.f32_lanes
+    if geo.reads_padding:
+        sched += "; units with an inf or NaN result recomputed by scalar loops that meet the "
+        sched += "padding as the reference does"
     return KernelSpec(
         name=name,
         op="conv2d_weight_grad",

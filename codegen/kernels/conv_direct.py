@@ -23,17 +23,24 @@ copy nor a test in the inner loops: rows near a padded border run one at a time 
 valid range of i computed at runtime (tiling.Border), and columns' taps in the padding are
 masked lanes (width) or skipped FMAs (channels), known when the tile is emitted. A work
 unit is one image; every output sums over c, then i, then j.
+
+Skipping the padding is exact only while the weights are finite (the reference multiplies
+its zeros, and 0 * inf is NaN; for conv2d_input_grad the padding of g is not the
+reference's at all, so no product may meet it). Kernels whose taps meet padding get a
+`guard` from conv.py: it checks the weights once per call and, if one is inf or NaN, runs
+conv_generic's exact loops over the call's images instead.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from llvmlite import ir
 
 from graphc.codegen import irutil as U
-from graphc.codegen.kernels.common import define_kernel, stack_array
+from graphc.codegen.kernels.common import KernelFunction, define_kernel, stack_array
 from graphc.codegen.kernels.conv_plans import (
     EDGE_ROWS,
     ChannelPlan,
@@ -59,9 +66,11 @@ def emit_direct(
     epi: Epilogue,
     target: Target,
     plan: WidthPlan | ChannelPlan | None = None,
+    guard: Callable[[KernelFunction], None] | None = None,
 ) -> tuple[str, int]:
     """Emit the kernel (roles[1] is the input, roles[2] the weight); returns (schedule
-    description, stack bytes)."""
+    description, stack bytes). `guard(kf)`, if given, is emitted before the loops: it may
+    take another path and return (see conv_generic.nonfinite_guard)."""
     lanes = target.f32_lanes if elem == U.F32 else target.lanes("float64")
     plan = plan or choose_direct_plan(p, lanes, target.vector_registers)
     if plan is None:
@@ -69,6 +78,8 @@ def emit_direct(
     if isinstance(plan, WidthPlan) and p.cols.stride != 1:
         raise ValueError("the width schedule needs stride 1 along the columns")
     kf = define_kernel(module, name, roles, p.batch, target)
+    if guard is not None:
+        guard(kf)
     e = _Emitter(kf.builder, p, elem, U.vec(elem, lanes), lanes, epi, kf.ptrs, roles)
     e.regs = target.vector_registers
     if isinstance(plan, ChannelPlan):

@@ -17,6 +17,11 @@ unit and image). Two schedules, chosen by a cost model:
   kernel rows); g is transposed once per image into [y][x][o] with in-register 16x16
   transposes, then each x element is broadcast once per tile and feeds all the (column, j)
   pairs reading it. Wins when rows are narrow and there are many output channels.
+
+Both skip the products of g with x's padding, which the reference computes as 0 * g: NaN
+where g is inf or NaN. So where padding is met, each unit checks its accumulators before
+storing them and, if one is inf or NaN, computes its outputs by conv_generic's exact loops
+instead (conv_generic.weight_grad_nonfinite says why that check suffices).
 """
 
 from __future__ import annotations
@@ -83,9 +88,73 @@ class _Base:
                 with U.for_range(b, u0, u1, name="dw.unit", hints=U.NO_UNROLL) as u:
                     self.unit_body(n, u, self.unit_scratch(u, u0))
             with U.for_range(b, u0, u1, name="dw.store", hints=U.NO_UNROLL) as u:
-                self.store(u, self.unit_scratch(u, u0))
+                if geo.reads_padding:
+                    self.store_or_exact(u, self.unit_scratch(u, u0))
+                else:
+                    self.store(u, self.unit_scratch(u, u0))
         b.ret_void()
         return stack
+
+    def store_or_exact(self, u, scr) -> None:
+        """As conv_generic.weight_grad_nonfinite, on the unit's accumulators before they are
+        stored: each lane is a term of one of its results, zero, or (channel schedule, lanes
+        past the group) a product of x with a zero."""
+        b, geo = self.b, self.geo
+        bad = b.or_(
+            self.scratch_nonfinite(scr),
+            conv_generic.dead_nonfinite(b, self.ptrs["g"], geo, self.elem, self.o_range(u)),
+        )
+        with b.if_else(bad, likely=False) as (then, otherwise):
+            with then:
+                self.exact(u)
+            with otherwise:
+                self.store(u, scr)
+
+    def scratch_nonfinite(self, scr) -> ir.Value:
+        """i1: a lane of the unit's accumulators is inf or NaN (all exponent bits set), one
+        vector compare per accumulator."""
+        b, lanes = self.b, self.lanes
+        ivt = U.vec(U.I32, lanes)
+        exp = ir.Constant(ivt, [0x7F800000] * lanes)
+        hits = None
+        for k in range(self.per_unit):
+            bits = b.bitcast(b.load(self.acc_ptr(scr, k), typ=self.vt), ivt)
+            hit = b.icmp_unsigned("==", b.and_(bits, exp), exp)
+            hits = hit if hits is None else b.or_(hits, hit)
+        mask = b.bitcast(hits, ir.IntType(lanes))
+        return b.icmp_unsigned("!=", mask, ir.Constant(ir.IntType(lanes), 0), name="acc.nonfinite")
+
+    def exact(self, u) -> None:
+        """Unit u's outputs by the scalar loops that multiply the padding (conv_generic)."""
+        b, geo = self.b, self.geo
+        o_first, o_end = self.o_range(u)
+        i_first, i_end = self.i_range(u)
+        c = self.in_channel(u)
+        with (
+            U.for_range(b, o_first, o_end, name="dw.exact.o", hints=U.NO_UNROLL) as o,
+            U.for_range(b, i_first, i_end, name="dw.exact.i", hints=U.NO_UNROLL) as i,
+            U.for_range(b, 0, geo.kw, name="dw.exact.j", hints=U.NO_UNROLL) as j,
+        ):
+            conv_generic.weight_grad_output(b, self.ptrs, geo, self.elem, o, c, i, j, exact=True)
+
+    def o_range(self, u) -> tuple[ir.Value, ir.Value]:
+        """[first, end) of the output channels whose gradients unit u owns."""
+        raise NotImplementedError
+
+    def in_channel(self, u) -> ir.Value:
+        """The input channel (within its group) of unit u."""
+        raise NotImplementedError
+
+    def i_range(self, u) -> tuple[ir.Value, ir.Value]:
+        """[first, end) of the kernel rows whose gradients unit u owns."""
+        return U.i64(0), U.i64(self.geo.kh)
+
+    def _channels(self, grp, first, size: int) -> tuple[ir.Value, ir.Value]:
+        """[grp*og + first, that + size) clipped to the group."""
+        b, og = self.b, self.geo.og
+        o_first = U.index(b, (grp, og), (first, 1))
+        end, group_end = b.add(o_first, U.i64(size)), U.index(b, (grp, og), og)
+        return o_first, b.select(b.icmp_signed("<", end, group_end), end, group_end)
 
     def prologue(self) -> int:
         return 0
@@ -157,6 +226,13 @@ class _WidthW(_Base):
             b.urem(rest, U.i64(self.n_ot), name="ot"),
             c,
         )
+
+    def in_channel(self, u):
+        return self.decode(u)[2]
+
+    def o_range(self, u):
+        grp, ot, _ = self.decode(u)
+        return self._channels(grp, self.b.mul(ot, U.i64(self.plan.ot)), self.plan.ot)
 
     def unit_body(self, n, u, scr) -> None:
         grp, ot, c = self.decode(u)
@@ -314,6 +390,21 @@ class _ChannelW(_Base):
         c = b.urem(rest, U.i64(geo.cg), name="c")
         gb = b.udiv(rest, U.i64(geo.cg), name="gblk")
         return gb, c, ig
+
+    def in_channel(self, u):
+        return self.decode(u)[1]
+
+    def o_range(self, u):
+        b = self.b
+        gb = self.decode(u)[0]
+        grp, blk = b.udiv(gb, U.i64(self.n_blocks)), b.urem(gb, U.i64(self.n_blocks))
+        return self._channels(grp, b.mul(blk, U.i64(self.lanes)), self.lanes)
+
+    def i_range(self, u):
+        b, rows = self.b, self.plan.rows
+        first = b.mul(self.decode(u)[2], U.i64(rows))
+        end, kh = b.add(first, U.i64(rows)), U.i64(self.geo.kh)
+        return first, b.select(b.icmp_signed("<", end, kh), end, kh)
 
     def unit_body(self, n, u, scr) -> None:
         b, geo, rows = self.b, self.geo, self.plan.rows
