@@ -43,10 +43,13 @@ def native_executable(
     target = host_target()
     # The structural hash leaves the memory plan out, but one graph can carry several plans
     # (plan_memory(reuse=False) for graphc check): the plan is part of the key.
-    # Likewise the parallel plan (which kernels run through the thread pool).
+    # Likewise the parallel plan (which kernels run through the thread pool) and the tile
+    # plan (lower() replans tiles for other vectors than this target's, so only a plan for
+    # these vectors is what the code will follow).
     plans = graph.meta["memory"].summary(graph)
-    if "parallel" in graph.meta:
-        plans += "\n" + graph.meta["parallel"].summary(graph)
+    for key in ("parallel", "tiles"):
+        if key in graph.meta:
+            plans += "\n" + graph.meta[key].summary(graph)
     plan_digest = hashlib.sha256(plans.encode()).hexdigest()
     variant = f"|profile={profile}|fault={fault}|plan={plan_digest[:16]}"
     key = cache.cache_key(graph.structural_hash() + variant, target_key(target))

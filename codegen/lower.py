@@ -34,6 +34,7 @@ from graphc.ir import Graph, Node
 from graphc.passes.memory import MemoryPlan
 from graphc.passes.parallel import ParallelPlan
 from graphc.passes.schedule import Kernel, Schedule, stored_values
+from graphc.passes.tiles import Tiles, tile_plan
 
 Storage = Callable[[Node], Hashable]
 
@@ -52,6 +53,10 @@ def lower(
     nanoseconds. `fault` (a test hook for `graphc check`): after the named kernel runs, its
     output's first element is increased by 1."""
     target = target or host_target()
+    tiles = graph.meta.get("tiles")
+    if tiles is None or tiles.vectors != target.vector_unit():
+        # Planned for other vectors (or not at all): the plan_tiles pass again, for these.
+        tiles = tile_plan(graph, target.vector_unit())
     schedule: Schedule = graph.meta["schedule"]
     plan: MemoryPlan = graph.meta["memory"]
     stored = set(stored_values(graph, schedule))
@@ -63,7 +68,7 @@ def lower(
     module.triple = target.triple
     specs = []
     for k in schedule.kernels:
-        spec = emit_kernel(module, k, stored, storage, target)
+        spec = emit_kernel(module, k, stored, storage, target, tiles.kernels.get(k.name))
         fn = module.get_global(spec.name)
         fn.linkage = "internal"
         # Kept out of line: inlining forty kernels into the entry only makes LLVM optimise
@@ -76,13 +81,19 @@ def lower(
 
 
 def emit_kernel(
-    module: ir.Module, k: Kernel, stored: set[Node], storage: Storage, target: Target
+    module: ir.Module,
+    k: Kernel,
+    stored: set[Node],
+    storage: Storage,
+    target: Target,
+    tiles: Tiles | None = None,
 ) -> Spec:
+    """`tiles`: the kernel's plan from passes/tiles.py (contraction kernels only)."""
     if k.kind == "loop":
         s = loop.emit_loop(module, k.name, k, stored, storage)
         return Spec(s.name, s.args, s.parallel_extent, s.description)
     if k.kind in CONTRACTIONS:
-        return CONTRACTIONS[k.kind](module, k, storage, target)
+        return CONTRACTIONS[k.kind](module, k, storage, target, tiles)
     if k.kind in ("max_pool2d", "max_pool2d_grad") and pool_tiled.tiles(k.root):
         if k.kind == "max_pool2d":
             return pool_tiled.emit_max_pool2d(module, k.name, k.root, storage)
@@ -228,7 +239,7 @@ def _corrupt(b: ir.IRBuilder, ptr: ir.Value, node: Node) -> None:
 # ---- convolution and matmul: the register-tiled emitters in codegen/kernels ----------------
 
 
-def _conv2d(module, k: Kernel, storage: Storage, target: Target) -> Spec:
+def _conv2d(module, k: Kernel, storage: Storage, target: Target, tiles: Tiles) -> Spec:
     from graphc.codegen.kernels.conv import emit_conv2d
 
     node = k.root
@@ -248,12 +259,13 @@ def _conv2d(module, k: Kernel, storage: Storage, target: Target) -> Spec:
         bias=bias is not None,
         relu=k.params.get("relu", False),
         target=target,
+        tiles=tiles,
     )
     args = [storage(k.outputs[0]), storage(x), storage(w)] + ([storage(bias)] if bias else [])
     return Spec(ks.name, args, ks.parallel_extent, ks.schedule, flops=ks.flops)
 
 
-def _matmul(module, k: Kernel, storage: Storage, target: Target) -> Spec:
+def _matmul(module, k: Kernel, storage: Storage, target: Target, tiles: Tiles) -> Spec:
     from graphc.codegen.kernels.gemm import emit_matmul
 
     node = k.root
@@ -270,12 +282,13 @@ def _matmul(module, k: Kernel, storage: Storage, target: Target) -> Spec:
         bias=bias is not None,
         relu=k.params.get("relu", False),
         target=target,
+        tiles=tiles,
     )
     args = [storage(k.outputs[0]), storage(x), storage(y)] + ([storage(bias)] if bias else [])
     return Spec(ks.name, args, ks.parallel_extent, ks.schedule, flops=ks.flops)
 
 
-def _conv2d_grad(module, k: Kernel, storage: Storage, target: Target) -> Spec:
+def _conv2d_grad(module, k: Kernel, storage: Storage, target: Target, tiles: Tiles) -> Spec:
     """conv2d_input_grad (inputs g, w) and conv2d_weight_grad (inputs x, g)."""
     from graphc.codegen.kernels import conv
 
@@ -298,6 +311,7 @@ def _conv2d_grad(module, k: Kernel, storage: Storage, target: Target) -> Spec:
         groups=a["groups"],
         dtype=node.dtype,
         target=target,
+        tiles=tiles,
     )
     args = [storage(node), storage(first), storage(second)]
     return Spec(ks.name, args, ks.parallel_extent, ks.schedule, flops=ks.flops)

@@ -21,6 +21,7 @@ import llvmlite
 import llvmlite.binding as llvm
 
 from graphc import dtypes
+from graphc.passes.tiles import VectorUnit
 
 ENV_VAR = "GRAPHC_TARGET"
 KINDS = ("host", "avx2", "generic")
@@ -52,6 +53,10 @@ class Target:
     def lanes(self, dtype: dtypes.DType | str) -> int:
         """Vector lanes of `dtype` in one register."""
         return self.vector_bits // (8 * dtypes.get(dtype).itemsize)
+
+    def vector_unit(self) -> VectorUnit:
+        """What the tile plans (passes/tiles.py) need to know about this target."""
+        return VectorUnit(self.vector_bits, self.vector_registers)
 
     @property
     def function_attributes(self) -> dict[str, str]:

@@ -170,7 +170,7 @@ class CompiledFunction:
             trace.finished = True
         traced, sources, sinks, returns, clears = _finish(trace, result)
         t1 = time.perf_counter()
-        pipeline = run_pipeline(traced)
+        pipeline = run_pipeline(traced.with_meta(vectors=_vectors()))
         executable = self.backend(pipeline.graph)
         t2 = time.perf_counter()
         entry = Entry(
@@ -195,6 +195,13 @@ class CompiledFunction:
             entries.pop(0)
         debug.report_compile(name, entry)
         return entry
+
+
+def _vectors():
+    """The vectors of the CPU codegen targets, for the plan_tiles pass."""
+    from graphc.codegen.target import host_target
+
+    return host_target().vector_unit()
 
 
 def _user_frame(tb) -> str | None:

@@ -9,6 +9,7 @@ traced graph
   -> schedule_collectives  all-reduces started early, waited for late (overlap)
   -> fuse            nodes grouped into kernels, every merge taken or rejected with its reason
   -> plan_memory     one arena, buffers reused by liveness, state updated in place
+  -> plan_tiles      each convolution's and matmul's register tile, from cost models
   -> plan_parallel   which kernels run across the worker threads, with the estimate behind it
 """
 
@@ -28,6 +29,7 @@ from graphc.passes.fold import fold_constants
 from graphc.passes.fuse import fuse
 from graphc.passes.memory import plan_memory
 from graphc.passes.parallel import plan_parallel
+from graphc.passes.tiles import plan_tiles
 from graphc.verify import verify
 
 Pass = Callable[[Graph], Graph]
@@ -41,6 +43,7 @@ PIPELINE: list[tuple[str, Pass]] = [
     ("schedule_collectives", schedule_collectives),
     ("fuse", fuse),
     ("plan_memory", plan_memory),
+    ("plan_tiles", plan_tiles),
     ("plan_parallel", plan_parallel),
 ]
 

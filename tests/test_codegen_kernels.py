@@ -25,9 +25,9 @@ from graphc.codegen.kernels import (
     emit_matmul,
     run_kernel,
 )
-from graphc.codegen.kernels.conv import conv_geometry
 from graphc.codegen.target import get_target
 from graphc.ops import OPS
+from graphc.passes.conv_tiles import conv_geometry
 
 # ---- cases ----------------------------------------------------------------------------------
 
@@ -297,7 +297,7 @@ def test_blocked_units_in_any_order_and_threads_are_bitwise_equal(host_lib, rng)
 def test_large_matmuls_choose_the_blocked_schedule():
     """The MLP's large products get the blocked schedule within the stack budget; the
     reference ConvNet's small ones keep the unblocked schedules."""
-    from graphc.codegen.kernels.common import STACK_LIMIT_BYTES
+    from graphc.passes.tiling import STACK_LIMIT_BYTES
 
     t = get_target("host")
     big = [((256, 3072), (512, 3072), False, True), ((256, 512), (256, 3072), True, False)]

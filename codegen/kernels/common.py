@@ -25,10 +25,6 @@ from graphc import dtypes
 from graphc.codegen import irutil as U
 from graphc.codegen.target import Target
 
-# Scratch arrays live on the stack of the calling thread; this bounds a kernel's use of it
-# (worker threads get the platform default of 8 MiB on Linux).
-STACK_LIMIT_BYTES = 256 * 1024
-
 
 @dataclass(frozen=True)
 class KernelSpec:

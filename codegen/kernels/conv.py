@@ -26,64 +26,15 @@ from llvmlite import ir
 from graphc.codegen.kernels import conv_generic, conv_wgrad
 from graphc.codegen.kernels.common import KernelSpec, element_type
 from graphc.codegen.kernels.conv_direct import emit_direct
-from graphc.codegen.kernels.conv_generic import ConvGeometry
-from graphc.codegen.kernels.conv_plans import DirectConv, choose_direct_plan
 from graphc.codegen.kernels.epilogue import Epilogue
-from graphc.codegen.kernels.tiling import AxisGeometry
 from graphc.codegen.target import Target
-
-
-def _pair(v) -> tuple[int, int]:
-    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-
-def conv_geometry(x_shape, w_shape, stride, padding, dilation, groups) -> ConvGeometry:
-    """Shapes and attributes of a conv2d, checked; output size by PyTorch's rule."""
-    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
-    n, c, h, w = (int(d) for d in x_shape)
-    o, cg, kh, kw = (int(d) for d in w_shape)
-    if groups < 1 or c % groups or o % groups or cg * groups != c:
-        raise ValueError(f"conv2d: {c} input / {o} output channels do not fit groups={groups}")
-    if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0:
-        raise ValueError(f"conv2d: bad stride {stride}, padding {padding} or dilation {dilation}")
-    oh = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-    ow = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
-    if oh <= 0 or ow <= 0:
-        raise ValueError(f"conv2d: input {h}x{w} is smaller than the dilated kernel")
-    return ConvGeometry(n, c, h, w, o, kh, kw, oh, ow, stride, padding, dilation, groups)
-
-
-def _forward_problem(geo: ConvGeometry) -> DirectConv:
-    (sh, sw), (ph, pw), (dh, dw) = geo.stride, geo.padding, geo.dilation
-    return DirectConv(
-        batch=geo.n,
-        groups=geo.groups,
-        cg=geo.cg,
-        og=geo.og,
-        rows=AxisGeometry(geo.oh, geo.h, geo.kh, sh, dh, ph),
-        cols=AxisGeometry(geo.ow, geo.w, geo.kw, sw, dw, pw),
-        flipped=False,
-    )
-
-
-def _input_grad_problem(geo: ConvGeometry) -> DirectConv | None:
-    """At stride 1, dx is a convolution of g padded by d*(k-1)-p with the flipped kernel."""
-    if geo.stride != (1, 1):
-        return None
-    (ph, pw), (dh, dw) = geo.padding, geo.dilation
-    qh, qw = dh * (geo.kh - 1) - ph, dw * (geo.kw - 1) - pw
-    if qh < 0 or qw < 0:
-        return None
-    return DirectConv(
-        batch=geo.n,
-        groups=geo.groups,
-        cg=geo.og,
-        og=geo.cg,
-        rows=AxisGeometry(geo.h, geo.oh, geo.kh, 1, dh, qh),
-        cols=AxisGeometry(geo.w, geo.ow, geo.kw, 1, dw, qw),
-        flipped=True,
-    )
-
+from graphc.passes.conv_tiles import conv_geometry, forward_problem, input_grad_problem
+from graphc.passes.tiles import (
+    Tiles,
+    conv2d_input_grad_tiles,
+    conv2d_tiles,
+    conv2d_weight_grad_tiles,
+)
 
 # How the guard of conv_generic.nonfinite_guard prints in a schedule.
 _EXACT_NOTE = (
@@ -91,18 +42,8 @@ _EXACT_NOTE = (
 )
 
 
-def _reads_padding(problem: DirectConv) -> bool:
-    """Whether some tap of the direct convolution reads outside its input."""
-    axes = (problem.rows, problem.cols)
-    return not all(a.interior(o) for a in axes for o in range(a.n_out))
-
-
 def _numel(shape) -> int:
     return math.prod(int(d) for d in shape)
-
-
-def _has_plan(problem: DirectConv, target: Target) -> bool:
-    return choose_direct_plan(problem, target.f32_lanes, target.vector_registers) is not None
 
 
 def _check_same(what: str, got, want) -> None:
@@ -125,16 +66,19 @@ def emit_conv2d(
     relu: bool = False,
     target: Target,
     generic: bool = False,
+    tiles: Tiles | None = None,
 ) -> KernelSpec:
-    """out = relu(conv2d(x, w) + bias[o]) — bias and relu optional. `generic=True` forces
-    the scalar path."""
+    """out = relu(conv2d(x, w) + bias[o]) — bias and relu optional. `tiles`: the plan
+    passes/tiles.py recorded (None: plan here, as it would); `generic=True` forces the
+    scalar path."""
     geo = conv_geometry(x_shape, w_shape, stride, padding, dilation, groups)
     dt, elem = element_type(dtype)
     roles = ("out", "x", "w") + (("bias",) if bias else ())
     epi = Epilogue(bias=bias, relu=relu)
     stack, lanes = 0, 1
-    problem = _forward_problem(geo)
-    if generic or dt.name != "float32" or not _has_plan(problem, target):
+    problem = forward_problem(geo)
+    tiles = tiles or conv2d_tiles(geo, dt.name, target.vector_unit())
+    if generic or tiles.plan is None:
         sched = conv_generic.emit_forward(
             module, name, geo, roles=roles, elem=elem, epi=epi, target=target
         )
@@ -143,14 +87,22 @@ def emit_conv2d(
     else:
         lanes = target.f32_lanes
         guard = None
-        if _reads_padding(problem):
+        if problem.reads_padding():
 
             def guard(kf):
                 exact = partial(conv_generic.forward_loops, kf, geo, elem, epi, exact=True)
                 conv_generic.nonfinite_guard(kf, "w", _numel(w_shape), elem, exact)
 
         sched, stack = emit_direct(
-            module, name, problem, roles=roles, elem=elem, epi=epi, target=target, guard=guard
+            module,
+            name,
+            problem,
+            roles=roles,
+            elem=elem,
+            epi=epi,
+            target=target,
+            plan=tiles.plan,
+            guard=guard,
         )
         if guard is not None:
             sched += "; " + _EXACT_NOTE.format(operand="w")
@@ -182,15 +134,17 @@ def emit_conv2d_input_grad(
     dtype,
     target: Target,
     generic: bool = False,
+    tiles: Tiles | None = None,
 ) -> KernelSpec:
     """out (the input's shape) = the gradient of conv2d with respect to its input."""
     geo = conv_geometry(input_shape, w_shape, stride, padding, dilation, groups)
     _check_same("conv2d_input_grad cotangent", g_shape, (geo.n, geo.o, geo.oh, geo.ow))
     dt, elem = element_type(dtype)
     roles = ("out", "g", "w")
-    problem = None if generic or dt.name != "float32" else _input_grad_problem(geo)
+    tiles = tiles or conv2d_input_grad_tiles(geo, dt.name, target.vector_unit())
+    problem = input_grad_problem(geo)
     stack, lanes = 0, 1
-    if problem is None or not _has_plan(problem, target):
+    if generic or tiles.plan is None:
         sched = conv_generic.emit_input_grad(
             module, name, geo, roles=roles, elem=elem, target=target
         )
@@ -199,7 +153,7 @@ def emit_conv2d_input_grad(
         guard = None
         # The padding of g here is the schedule's, not the reference's: the reference never
         # multiplies a cotangent outside the output, so an inf in w must not meet it.
-        if _reads_padding(problem):
+        if problem.reads_padding():
 
             def guard(kf):
                 exact = partial(conv_generic.input_grad_loops, kf, geo, elem, exact=True)
@@ -213,6 +167,7 @@ def emit_conv2d_input_grad(
             elem=elem,
             epi=Epilogue(),
             target=target,
+            plan=tiles.plan,
             guard=guard,
         )
         sched = f"as a stride-1 convolution of g with the flipped kernel; {sched}"
@@ -246,13 +201,15 @@ def emit_conv2d_weight_grad(
     dtype,
     target: Target,
     generic: bool = False,
+    tiles: Tiles | None = None,
 ) -> KernelSpec:
     """out (the weight's shape) = the gradient of conv2d with respect to its weight."""
     geo = conv_geometry(x_shape, weight_shape, stride, padding, dilation, groups)
     _check_same("conv2d_weight_grad cotangent", g_shape, (geo.n, geo.o, geo.oh, geo.ow))
     dt, elem = element_type(dtype)
     roles = ("out", "x", "g")
-    if generic or dt.name != "float32":
+    tiles = tiles or conv2d_weight_grad_tiles(geo, dt.name, target.vector_unit())
+    if generic or tiles.plan is None:
         extent, unit = geo.o * geo.cg, "one (o, c) pair of the weight"
         sched = conv_generic.emit_weight_grad(
             module, name, geo, roles=roles, elem=elem, target=target
@@ -260,7 +217,7 @@ def emit_conv2d_weight_grad(
         lanes, stack = 1, 0
     else:
         extent, unit, sched, stack = conv_wgrad.emit_weight_grad(
-            module, name, geo, roles=roles, elem=elem, target=target
+            module, name, geo, roles=roles, elem=elem, target=target, plan=tiles.plan
         )
         lanes = target.f32_lanes
     if geo.reads_padding:

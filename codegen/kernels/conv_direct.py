@@ -41,17 +41,10 @@ from llvmlite import ir
 
 from graphc.codegen import irutil as U
 from graphc.codegen.kernels.common import KernelFunction, define_kernel, stack_array
-from graphc.codegen.kernels.conv_plans import (
-    EDGE_ROWS,
-    ChannelPlan,
-    DirectConv,
-    WidthPlan,
-    choose_direct_plan,
-    partial_sums,
-)
 from graphc.codegen.kernels.epilogue import Epilogue
-from graphc.codegen.kernels.tiling import Loop, Tile, plan_axis, tap_intervals
 from graphc.codegen.target import Target
+from graphc.passes.conv_tiles import EDGE_ROWS, ChannelPlan, DirectConv, WidthPlan, partial_sums
+from graphc.passes.tiling import Loop, Tile, plan_axis, tap_intervals
 
 # ---- emission -------------------------------------------------------------------------------
 
@@ -65,16 +58,14 @@ def emit_direct(
     elem: ir.Type,
     epi: Epilogue,
     target: Target,
-    plan: WidthPlan | ChannelPlan | None = None,
+    plan: WidthPlan | ChannelPlan,
     guard: Callable[[KernelFunction], None] | None = None,
 ) -> tuple[str, int]:
-    """Emit the kernel (roles[1] is the input, roles[2] the weight); returns (schedule
-    description, stack bytes). `guard(kf)`, if given, is emitted before the loops: it may
-    take another path and return (see conv_generic.nonfinite_guard)."""
+    """Emit the kernel with `plan` (passes/tiles.py chose it; roles[1] is the input, roles[2]
+    the weight); returns (schedule description, stack bytes). `guard(kf)`, if given, is
+    emitted before the loops: it may take another path and return (see
+    conv_generic.nonfinite_guard)."""
     lanes = target.f32_lanes if elem == U.F32 else target.lanes("float64")
-    plan = plan or choose_direct_plan(p, lanes, target.vector_registers)
-    if plan is None:
-        raise ValueError("no vector schedule fits this convolution (use the generic path)")
     if isinstance(plan, WidthPlan) and p.cols.stride != 1:
         raise ValueError("the width schedule needs stride 1 along the columns")
     kf = define_kernel(module, name, roles, p.batch, target)
@@ -95,6 +86,12 @@ def emit_direct(
                 e.group(g, plan)
     b.ret_void()
     return plan.describe(lanes), e.stack_bytes
+
+
+def weight_index(b: ir.IRBuilder, p: DirectConv, g, o, c, i, j) -> ir.Value:
+    """The index of W(g, o, c, i, j) in the weight array (see DirectConv)."""
+    sg, so, sc, si, sj, k = p.weight_strides()
+    return U.index(b, (g, sg), (o, so), (c, sc), (i, si), (j, sj), k)
 
 
 def _tiles(b: ir.IRBuilder, n: int, size: int, name: str, body) -> None:
@@ -234,7 +231,7 @@ class _Emitter:
         def taps(c, c_ptr, i, live) -> None:
             rows = {r: self.row_ptr(c_ptr, y0, r, i) for r in live}
             x_row = {r: U.gep(b, row, self.elem, x0) for r, row in rows.items()}
-            w_base = U.gep(b, self.w, self.elem, p.weight_index(b, g, o0, c, i, 0), name="w.ci")
+            w_base = U.gep(b, self.w, self.elem, weight_index(b, p, g, o0, c, i, 0), name="w.ci")
             # The accumulators as values for the body (one load and store per i, not per FMA)
             keys = [
                 (ot, r, v, q)
@@ -315,7 +312,7 @@ class _Emitter:
             U.for_range(b, 0, p.rows.k, name="pack.i") as i,
             U.for_range(b, 0, p.cols.k, name="pack.j") as j,
         ):
-            src = U.gep(b, self.w, self.elem, p.weight_index(b, g, o, c, i, j))
+            src = U.gep(b, self.w, self.elem, weight_index(b, p, g, o, c, i, j))
             blk, lane = b.udiv(o, U.i64(lanes)), b.urem(o, U.i64(lanes))
             at = U.index(b, (self._packed_index(g, blk, c, i, j), 1), (lane, 1))
             b.store(b.load(src, typ=self.elem), U.gep(b, self.packed, self.elem, at))

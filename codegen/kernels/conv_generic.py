@@ -10,7 +10,6 @@ the padding (see "non-finite operands" below).
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 
 from llvmlite import ir
 
@@ -18,43 +17,7 @@ from graphc.codegen import irutil as U
 from graphc.codegen.kernels.common import KernelFunction, define_kernel
 from graphc.codegen.kernels.epilogue import Epilogue
 from graphc.codegen.target import Target
-
-
-@dataclass(frozen=True)
-class ConvGeometry:
-    """conv2d(x[n, c, h, w], weight[o, cg, kh, kw]) -> out[n, o, oh, ow], PyTorch's attrs."""
-
-    n: int
-    c: int
-    h: int
-    w: int
-    o: int
-    kh: int
-    kw: int
-    oh: int
-    ow: int
-    stride: tuple[int, int]
-    padding: tuple[int, int]
-    dilation: tuple[int, int]
-    groups: int
-
-    @property
-    def cg(self) -> int:
-        return self.c // self.groups
-
-    @property
-    def og(self) -> int:
-        return self.o // self.groups
-
-    @property
-    def reads_padding(self) -> bool:
-        """Whether some tap of some output position reads the padding of the input."""
-        (ra, rb), (ca, cb) = border_spans(self)
-        return (ra, rb, ca, cb) != (0, self.oh, 0, self.ow)
-
-    @property
-    def macs(self) -> int:
-        return self.n * self.o * self.oh * self.ow * self.cg * self.kh * self.kw
+from graphc.passes.conv_tiles import ConvGeometry, live_spans
 
 
 def _in_range(b: ir.IRBuilder, v: ir.Value, n: int) -> ir.Value:
@@ -334,30 +297,6 @@ def dead_nonfinite(b: ir.IRBuilder, g, geo: ConvGeometry, elem, o_span) -> ir.Va
         here = outside_nonfinite(b, g, elem, geo, n, o, live)
         b.store(b.or_(b.load(bad, typ=U.I1), here), bad)
     return b.load(bad, typ=U.I1)
-
-
-def _spans(geo: ConvGeometry, every: bool) -> tuple[tuple[int, int], tuple[int, int]]:
-    (sh, sw), (ph, pw), (dh, dw) = geo.stride, geo.padding, geo.dilation
-
-    def span(n_out, n_in, k, s, d, p):
-        inside = [[0 <= o * s + t * d - p < n_in for t in range(k)] for o in range(n_out)]
-        keep = [o for o in range(n_out) if (all if every else any)(inside[o])]
-        # a tap reads inside on an interval of positions, so `keep` is contiguous
-        return (keep[0], keep[-1] + 1) if keep else (n_out, n_out)
-
-    return span(geo.oh, geo.h, geo.kh, sh, dh, ph), span(geo.ow, geo.w, geo.kw, sw, dw, pw)
-
-
-def border_spans(geo: ConvGeometry) -> tuple[tuple[int, int], tuple[int, int]]:
-    """([ra, rb), [ca, cb)): the output rows and columns all of whose taps read inside the
-    input; positions outside them meet the padding."""
-    return _spans(geo, every=True)
-
-
-def live_spans(geo: ConvGeometry) -> tuple[tuple[int, int], tuple[int, int]]:
-    """([ra, rb), [ca, cb)): the output rows and columns some tap of which reads inside the
-    input; positions outside them read only padding."""
-    return _spans(geo, every=False)
 
 
 def outside_nonfinite(b: ir.IRBuilder, g, elem, geo: ConvGeometry, n, o, spans) -> ir.Value:

@@ -7,7 +7,7 @@ A work unit owns a few whole rows of dw and sums them over the entire batch, so 
 the units gives bitwise the same dw. Images are the outer loop: image n (its slice of x and
 g, tens of KB) is read from cache by every unit of a chunk before moving on, and the units'
 vector accumulators wait in a stack scratch between images (a few loads and stores per
-unit and image). Two schedules, chosen by a cost model:
+unit and image). Two schedules, chosen by a cost model (passes/conv_tiles.py):
 
 - "width" (stride 1 along x): vectors along the output row x, a unit is (channel tile of
   OT, c); per kernel row i, OT x KW accumulators take per vector of g OT loads of g and KW
@@ -31,29 +31,23 @@ from llvmlite import ir
 from graphc.codegen import irutil as U
 from graphc.codegen.kernels import conv_generic
 from graphc.codegen.kernels.common import define_kernel, stack_array
-from graphc.codegen.kernels.conv_generic import ConvGeometry
-from graphc.codegen.kernels.conv_plans import (
+from graphc.codegen.target import Target
+from graphc.passes.conv_tiles import (
     SCRATCH_BYTES,
     ChannelWPlan,
+    ConvGeometry,
     WidthWPlan,
-    choose_wgrad_plan,
     conv_axes,
 )
-from graphc.codegen.kernels.tiling import Loop, Tile, plan_axis
-from graphc.codegen.target import Target
+from graphc.passes.tiling import Loop, Tile, plan_axis
 
 
-def emit_weight_grad(module, name, geo: ConvGeometry, *, roles, elem, target: Target):
-    """Returns (extent, unit description, schedule, stack bytes); falls back to the
-    generic path when no vector schedule fits."""
-
+def emit_weight_grad(
+    module, name, geo: ConvGeometry, *, roles, elem, target: Target, plan: WidthWPlan | ChannelWPlan
+):
+    """Emit the kernel with `plan` (passes/tiles.py chose it); returns (extent, unit
+    description, schedule, stack bytes)."""
     lanes = target.f32_lanes
-    plan = choose_wgrad_plan(geo, lanes, target.vector_registers)
-    if plan is None:
-        sched = conv_generic.emit_weight_grad(
-            module, name, geo, roles=roles, elem=elem, target=target
-        )
-        return geo.o * geo.cg, "one (o, c) pair of the weight", sched, 0
     em = _WidthW(geo, plan, lanes) if isinstance(plan, WidthWPlan) else _ChannelW(geo, plan, lanes)
     stack = em.emit(module, name, roles, elem, target)
     return em.extent, em.unit, plan.describe(geo, lanes), stack

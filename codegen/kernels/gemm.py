@@ -1,6 +1,7 @@
 """Matrix multiplication kernels: out[b] = op(A[b]) @ op(B[b]) (+ bias) (relu) (+ out[b]).
 
-Four schedules, chosen from the transpose flags, the size and the target:
+Four schedules, chosen from the transpose flags, the size and the target by passes/tiles.py
+(the tile models are in passes/gemm_tiles.py):
 - "cache-blocked" (gemm_blocked.py; A @ B, A^T @ B, A @ B^T of at least BLOCKED_MIN_MACS
   multiply-adds): units of MC x NC results, k blocks, op(B) packed on the stack per k block,
   an outer-product register tile; for operands larger than the caches.
@@ -24,7 +25,6 @@ the split of the units.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from llvmlite import ir
@@ -34,46 +34,14 @@ from graphc.codegen.kernels.common import KernelFunction, KernelSpec, define_ker
 from graphc.codegen.kernels.epilogue import Epilogue
 from graphc.codegen.kernels.gemm_blocked import emit_blocked
 from graphc.codegen.target import Target
-
-
-@dataclass(frozen=True)
-class MatmulGeometry:
-    batch: int
-    m: int
-    k: int
-    n: int
-    trans_a: bool
-    trans_b: bool
-
-    @property
-    def a_rows(self) -> int:  # stored shape of A is (a_rows, a_cols)
-        return self.k if self.trans_a else self.m
-
-    @property
-    def a_cols(self) -> int:
-        return self.m if self.trans_a else self.k
-
-    @property
-    def b_cols(self) -> int:
-        return self.k if self.trans_b else self.n
-
-    def a_index(self, r, kk) -> tuple:
-        """Index terms of op(A)[r, kk] within one batch matrix."""
-        return ((kk, self.m), (r, 1)) if self.trans_a else ((r, self.k), (kk, 1))
-
-    def b_index(self, kk, c) -> tuple:
-        return ((c, self.k), (kk, 1)) if self.trans_b else ((kk, self.n), (c, 1))
-
-
-def matmul_geometry(a_shape, b_shape, trans_a: bool, trans_b: bool) -> MatmulGeometry:
-    a_shape, b_shape = tuple(a_shape), tuple(b_shape)
-    if len(a_shape) < 2 or a_shape[:-2] != b_shape[:-2]:
-        raise ValueError(f"matmul: incompatible shapes {a_shape} and {b_shape}")
-    m, k = (a_shape[-1], a_shape[-2]) if trans_a else (a_shape[-2], a_shape[-1])
-    k2, n = (b_shape[-1], b_shape[-2]) if trans_b else (b_shape[-2], b_shape[-1])
-    if k != k2:
-        raise ValueError(f"matmul: inner dimensions differ in {a_shape} and {b_shape}")
-    return MatmulGeometry(math.prod(a_shape[:-2]), m, k, n, trans_a, trans_b)
+from graphc.passes.gemm_tiles import (
+    BlockedPlan,
+    DotPlan,
+    MatmulGeometry,
+    OuterPlan,
+    matmul_geometry,
+)
+from graphc.passes.tiles import Tiles, matmul_tiles
 
 
 def emit_matmul(
@@ -91,12 +59,14 @@ def emit_matmul(
     target: Target,
     generic: bool = False,
     blocked: bool | None = None,
+    tiles: Tiles | None = None,
 ) -> KernelSpec:
     """Emit `void name(out, a, b[, bias], lo, hi)`; see the module docstring.
 
     Semantics: out = relu(op(a) @ op(b) + bias) (+ out if `accumulate`), bias per column.
-    `generic=True` forces the scalar path (tests use it to cover that path in float32);
-    `blocked` forces the cache-blocked schedule on or off (None: by size, `wants_blocked`).
+    `tiles`: the plan passes/tiles.py recorded (None: plan here, as it would, with `blocked`
+    forcing the cache-blocked schedule on or off). `generic=True` forces the scalar path
+    (tests use it to cover that path in float32).
     """
     geo = matmul_geometry(a_shape, b_shape, trans_a, trans_b)
     dt, elem = element_type(dtype)
@@ -106,16 +76,22 @@ def emit_matmul(
     lanes = target.lanes(dt)
     common = dict(module=module, name=name, geo=geo, elem=elem, roles=roles, epi=epi)
     stack = 0
-    if generic or dt.name != "float32" or geo.m * geo.n * geo.k == 0:
+    plan = (
+        None
+        if generic
+        else (tiles or matmul_tiles(geo, dt.name, target.vector_unit(), blocked)).plan
+    )
+    if plan is None:
         extent, unit, sched = _emit_generic(**common, target=target)
         lanes = 1
-    elif not (trans_a and trans_b) and (wants_blocked(geo) if blocked is None else blocked):
-        # A^T @ B^T has no blocked schedule: `blocked=True` leaves it to "outer".
-        extent, unit, sched, stack = emit_blocked(**common, target=target, lanes=lanes)
-    elif trans_b and not trans_a:
-        extent, unit, sched = _emit_dot(**common, target=target, lanes=lanes)
+    elif isinstance(plan, BlockedPlan):
+        extent, unit, sched, stack = emit_blocked(**common, target=target, lanes=lanes, plan=plan)
+    elif isinstance(plan, DotPlan):
+        extent, unit, sched = _emit_dot(**common, target=target, lanes=lanes, plan=plan)
+    elif isinstance(plan, OuterPlan):
+        extent, unit, sched = _emit_outer(**common, target=target, lanes=lanes, plan=plan)
     else:
-        extent, unit, sched = _emit_outer(**common, target=target, lanes=lanes)
+        raise ValueError(f"{name}: {type(plan).__name__} is not a matmul plan")
     return KernelSpec(
         name=name,
         op="matmul",
@@ -128,19 +104,6 @@ def emit_matmul(
         vector_lanes=lanes,
         stack_bytes=stack,
     )
-
-
-# Products with fewer multiply-adds than this keep the unblocked schedules: their operands
-# fit in L2 and the blocked schedule's packing and unit overheads would not pay off.
-BLOCKED_MIN_MACS = 1 << 24
-# (A @ B with a 1 MB B, 256x512 @ 512x512, measured faster unblocked on one core in
-# isolation, 186 vs 169 GFLOP/s, but slower inside a 2-thread training step, 199 vs 256,
-# where the two cores share L3 with the other kernels' data: blocked it is.)
-
-
-def wants_blocked(geo: MatmulGeometry) -> bool:
-    """Whether the cache-blocked schedule (gemm_blocked) should compute `geo` (float32)."""
-    return not (geo.trans_a and geo.trans_b) and geo.m * geo.n * geo.k >= BLOCKED_MIN_MACS
 
 
 def _batch_ptrs(kf: KernelFunction, elem, geo: MatmulGeometry, bidx) -> dict:
@@ -202,39 +165,12 @@ def _row_blocks(b: ir.IRBuilder, tile, tiles: int, rows: int, mr: int, body) -> 
 # ---- "outer": vectors along the result columns ---------------------------------------------
 
 
-def _tile_cycles(r: int, v: int) -> float:
-    """Rough cycles per k step of an r x v tile: 2 FMAs and ~2.5 loads per cycle, plus loop."""
-    return max(r * v / 2, (r + v) / 2.5, 4) + 0.5  # 4: FMA latency, one FMA per acc and k
-
-
-def choose_outer_tile(rows: int, cols: int, lanes: int, regs: int) -> tuple[int, int]:
-    """(MR rows, NV vectors) minimising the estimated cycles over all tiles of the result."""
-    n_vecs = -(-cols // lanes)
-    best = None
-    for nv in range(1, min(6, n_vecs) + 1):
-        for mr in range(1, min(rows, 16) + 1):
-            if mr * nv + nv + 2 > regs:
-                continue
-            cost = 0.0
-            for rc, r in ((rows // mr, mr), (int(rows % mr > 0), rows % mr)):
-                for vc, v in ((n_vecs // nv, nv), (int(n_vecs % nv > 0), n_vecs % nv)):
-                    cost += rc * vc * _tile_cycles(r, v) if r and v else 0
-            # Units are row blocks; on two threads an odd count leaves one core idle for a
-            # block, so weigh the cost by the imbalance of an even split.
-            tiles = -(-rows // mr)
-            cost *= (2 * -(-tiles // 2)) / tiles
-            key = (cost, -mr * nv, -mr)
-            if best is None or key < best[0]:
-                best = (key, (mr, nv))
-    return best[1]
-
-
-def _emit_outer(*, module, name, geo, elem, roles, epi, target, lanes):
+def _emit_outer(*, module, name, geo, elem, roles, epi, target, lanes, plan: OuterPlan):
     # A^T @ B^T: compute out^T = Bs @ As of the stored matrices: vectors along As's rows
     # (result rows m), broadcasts from Bs; the result is then stored element by element.
     transposed = geo.trans_a and geo.trans_b
     rows, cols = (geo.n, geo.m) if transposed else (geo.m, geo.n)
-    mr, nv = choose_outer_tile(rows, cols, lanes, target.vector_registers)
+    mr, nv = plan.mr, plan.nv
     tiles = -(-rows // mr)
     extent = geo.batch * tiles
     kf = define_kernel(module, name, roles, extent, target)
@@ -350,26 +286,9 @@ class _Outer:
 # ---- "dot": vectors along k, for A @ B^T ----------------------------------------------------
 
 
-def choose_dot_tile(lanes: int, regs: int) -> tuple[int, int]:
-    """(MR, NR) with MR*NR <= lanes dot products reduced together, fitting the registers."""
-    best = None
-    for mr in range(1, lanes + 1):
-        for nr in range(mr, lanes + 1):
-            p = mr * nr
-            if p > lanes or p & (p - 1) or p + mr + 2 > regs:
-                continue
-            key = (-p, mr + nr)
-            if best is None or key < best[0]:
-                best = (key, (mr, nr))
-    return best[1]
-
-
-def _emit_dot(*, module, name, geo, elem, roles, epi, target, lanes, q=None):
-    mr, nr = choose_dot_tile(lanes, target.vector_registers)
-    # A unit is q row tiles, and the column tiles are its outer loop: each NR rows of B are
-    # read once per q*MR rows of A, which keeps B's traffic from L2 down (B^T is usually a
-    # weight larger than L1). q stays small enough to leave >= 4 units for the threads.
-    q = q or max(1, min(4, -(-geo.m // mr) // 4))
+def _emit_dot(*, module, name, geo, elem, roles, epi, target, lanes, plan: DotPlan):
+    # A unit is q row tiles, and the column tiles are its outer loop (gemm_tiles.dot_row_tiles).
+    mr, nr, q = plan.mr, plan.nr, plan.q
     rows = mr * q
     tiles = -(-geo.m // rows)
     extent = geo.batch * tiles

@@ -25,85 +25,16 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from graphc.codegen import irutil as U
-from graphc.codegen.kernels.common import STACK_LIMIT_BYTES, define_kernel, stack_array
-
-L1_STRIP_BYTES = 48 * 1024  # a packed strip (KC x NR), read from L1 across the row tiles
-CBUF_MAX_BYTES = 64 * 1024  # partial sums of one unit between k blocks
+from graphc.codegen.kernels.common import define_kernel, stack_array
+from graphc.passes.gemm_tiles import BlockedPlan, ceil_div
 
 
-@dataclass(frozen=True)
-class BlockedPlan:
-    mr: int  # register tile rows
-    nv: int  # register tile vectors (NR = nv * lanes columns)
-    kc: int  # k block
-    nc: int  # columns per unit (a multiple of NR)
-    mc: int  # rows per unit (a multiple of MR)
-    lanes: int
-
-    @property
-    def nr(self) -> int:
-        return self.nv * self.lanes
-
-    def stack_bytes(self, k: int) -> int:
-        packed = self.kc * self.nc * 4
-        return packed + (self.mc * self.nc * 4 if k > self.kc else 0)
-
-    def describe(self, geo) -> str:
-        return (
-            f"cache-blocked outer-product tile {self.mr} x {self.nv}x{self.lanes}, "
-            f"units of {self.mc} rows x {self.nc} columns, k blocks of {self.kc} "
-            f"({-(-geo.k // self.kc)} per unit), op(B) packed per k block into strips of "
-            f"{self.nr} columns{' (transposed)' if geo.trans_b else ''}"
-        )
-
-
-def _ceil(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-def plan_blocked(
-    geo, lanes: int, regs: int, threads: int = 2, *, tile=None, kc_max=None
-) -> BlockedPlan:
-    """Tile, k block and unit shape for `geo`: a strip in L1, partial sums within budget,
-    and enough units of equal cost for `threads` threads. `tile` (MR, NV) and `kc_max`
-    override the defaults (benchmarks use them)."""
-    mr, nv = tile or ((8, 3) if regs >= 32 else (4, 2) if regs >= 16 else (3, 1))
-    nr = nv * lanes
-    kc_max = kc_max or max(lanes, L1_STRIP_BYTES // (4 * nr) // lanes * lanes)
-    nkb = _ceil(geo.k, kc_max)
-    kc = _ceil(_ceil(geo.k, nkb), lanes) * lanes
-    n_strips, row_tiles = _ceil(geo.n, nr), _ceil(geo.m, mr)
-    best = None
-    for spu in range(1, min(n_strips, 8) + 1):  # strips per unit
-        nc = spu * nr
-        if kc * nc * 4 > STACK_LIMIT_BYTES // 2:
-            break
-        cap = (STACK_LIMIT_BYTES - kc * nc * 4) // (4 * nc)
-        if nkb > 1:
-            cap = min(cap, CBUF_MAX_BYTES // (4 * nc))
-        cap_tiles = max(1, cap // mr)
-        nrb = _ceil(row_tiles, cap_tiles)
-        mc = _ceil(row_tiles, nrb) * mr  # row tiles spread evenly over the row blocks
-        nrb = _ceil(geo.m, mc)
-        units = geo.batch * _ceil(n_strips, spu) * nrb
-        # strip x row-tile passes of the busiest thread, plus per-unit overheads: packing
-        # op(B) and reading the unit's rows of A again for every column block
-        per_unit = spu * _ceil(mc, mr)
-        busiest = _ceil(units, threads) * per_unit
-        overhead = units * (0.15 * spu + 0.02 * mc / mr)
-        key = (busiest + overhead / threads, -nc)
-        if best is None or key < best[0]:
-            best = (key, BlockedPlan(mr, nv, kc, nc, mc, lanes))
-    if best is None:
-        raise ValueError(f"no blocked plan for {geo} with k blocks of {kc}")
-    return best[1]
-
-
-def emit_blocked(*, module, name, geo, elem, roles, epi, target, lanes, plan=None):
-    """Emit the blocked kernel; returns (extent, unit description, schedule, stack bytes)."""
-    p = plan or plan_blocked(geo, lanes, target.vector_registers)
-    ncb, nrb = _ceil(geo.n, p.nc), _ceil(geo.m, p.mc)
-    nkb = _ceil(geo.k, p.kc)
+def emit_blocked(*, module, name, geo, elem, roles, epi, target, lanes, plan: BlockedPlan):
+    """Emit the blocked kernel with `plan` (gemm_tiles.plan_blocked); returns (extent, unit
+    description, schedule, stack bytes)."""
+    p = plan
+    ncb, nrb = ceil_div(geo.n, p.nc), ceil_div(geo.m, p.mc)
+    nkb = ceil_div(geo.k, p.kc)
     extent = geo.batch * ncb * nrb
     kf = define_kernel(module, name, roles, extent, target)
     b = kf.builder

@@ -110,6 +110,8 @@ def schedule_json(graph: Graph) -> dict[str, Any]:
     names = value_names(graph)
     schedule = graph.meta["schedule"]
     threads = graph.meta.get("parallel")  # after plan_parallel
+    tiles = graph.meta.get("tiles")  # after plan_tiles
+    plans = tiles.kernels if tiles is not None else {}
     return {
         "kernels": [
             {
@@ -121,6 +123,9 @@ def schedule_json(graph: Graph) -> dict[str, Any]:
                 "reads": [names[n] for n in k.reads()],
                 "reason": k.reason,
                 "params": {key: value_json(v, names) for key, v in sorted(k.params.items())},
+                "tiles": {"plan": plans[k.name].text, "reason": plans[k.name].reason}
+                if k.name in plans
+                else None,
                 "threads": None
                 if threads is None
                 else {"parallel": k.name in threads.parallel, "reason": threads.reasons[k.name]},

@@ -52,6 +52,11 @@ class FusionReport:
             reads = k.reads()
             if reads:
                 lines.append("    reads    " + ", ".join(names[n] for n in reads))
+            tiles = g.meta.get("tiles")
+            plan = tiles.kernels.get(k.name) if tiles is not None else None
+            if plan is not None:
+                lines.append(f"    tiles    {plan.text}")
+                lines.append(f"             chosen: {plan.reason}")
             threads = g.meta.get("parallel")
             if threads is not None:
                 how = "parallel" if k.name in threads.parallel else "serial"

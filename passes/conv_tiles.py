@@ -1,28 +1,106 @@
-"""Schedule choice for the convolution kernels: the problems, the plans and a cost model.
+"""Tile plans for the convolution kernels: the problems, the plans and a cost model.
 
 A plan is the shape of a register tile (and which axis the vectors run along); the cost
 model estimates cycles from FMA and load throughput (2 FMAs, ~2.5 loads per cycle), the
 FMA latency chain of each accumulator (4 cycles) and per-tile overheads, over all the tiles
 the plan produces for the given shapes, and the cheapest plan that fits the vector
 registers and the stack wins. Measured against the alternatives on the reference shapes
-(see kernels/bench.py); the decisions print in `KernelSpec.schedule`.
+(see codegen/kernels/bench.py). The plan_tiles pass (passes/tiles.py) makes the choice and
+records it on the graph; codegen/kernels/conv*.py emit what it chose.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from llvmlite import ir
-
-from graphc.codegen import irutil as U
-from graphc.codegen.kernels.common import STACK_LIMIT_BYTES
-from graphc.codegen.kernels.conv_generic import ConvGeometry
-from graphc.codegen.kernels.tiling import AxisGeometry, plan_axis, tile_sizes
+from graphc.passes.tiling import STACK_LIMIT_BYTES, AxisGeometry, plan_axis, tile_sizes
 
 SCRATCH_BYTES = STACK_LIMIT_BYTES // 2
 # Rows per tile next to a padded edge (see tiling.plan_axis): 2 measured within a few % of
 # larger edge tiles on conv2d_input_grad's 4-row borders, with a third of their code.
 EDGE_ROWS = 2
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """conv2d(x[n, c, h, w], weight[o, cg, kh, kw]) -> out[n, o, oh, ow], PyTorch's attrs."""
+
+    n: int
+    c: int
+    h: int
+    w: int
+    o: int
+    kh: int
+    kw: int
+    oh: int
+    ow: int
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    groups: int
+
+    @property
+    def cg(self) -> int:
+        return self.c // self.groups
+
+    @property
+    def og(self) -> int:
+        return self.o // self.groups
+
+    @property
+    def reads_padding(self) -> bool:
+        """Whether some tap of some output position reads the padding of the input."""
+        (ra, rb), (ca, cb) = border_spans(self)
+        return (ra, rb, ca, cb) != (0, self.oh, 0, self.ow)
+
+    @property
+    def macs(self) -> int:
+        return self.n * self.o * self.oh * self.ow * self.cg * self.kh * self.kw
+
+
+def _pair(v) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def conv_geometry(x_shape, w_shape, stride, padding, dilation, groups) -> ConvGeometry:
+    """Shapes and attributes of a conv2d, checked; output size by PyTorch's rule."""
+    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
+    n, c, h, w = (int(d) for d in x_shape)
+    o, cg, kh, kw = (int(d) for d in w_shape)
+    if groups < 1 or c % groups or o % groups or cg * groups != c:
+        raise ValueError(f"conv2d: {c} input / {o} output channels do not fit groups={groups}")
+    if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0:
+        raise ValueError(f"conv2d: bad stride {stride}, padding {padding} or dilation {dilation}")
+    oh = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    ow = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    if oh <= 0 or ow <= 0:
+        raise ValueError(f"conv2d: input {h}x{w} is smaller than the dilated kernel")
+    return ConvGeometry(n, c, h, w, o, kh, kw, oh, ow, stride, padding, dilation, groups)
+
+
+def _spans(geo: ConvGeometry, every: bool) -> tuple[tuple[int, int], tuple[int, int]]:
+    (sh, sw), (ph, pw), (dh, dw) = geo.stride, geo.padding, geo.dilation
+
+    def span(n_out, n_in, k, s, d, p):
+        inside = [[0 <= o * s + t * d - p < n_in for t in range(k)] for o in range(n_out)]
+        keep = [o for o in range(n_out) if (all if every else any)(inside[o])]
+        # a tap reads inside on an interval of positions, so `keep` is contiguous
+        return (keep[0], keep[-1] + 1) if keep else (n_out, n_out)
+
+    return span(geo.oh, geo.h, geo.kh, sh, dh, ph), span(geo.ow, geo.w, geo.kw, sw, dw, pw)
+
+
+def border_spans(geo: ConvGeometry) -> tuple[tuple[int, int], tuple[int, int]]:
+    """([ra, rb), [ca, cb)): the output rows and columns all of whose taps read inside the
+    input; positions outside them meet the padding."""
+    return _spans(geo, every=True)
+
+
+def live_spans(geo: ConvGeometry) -> tuple[tuple[int, int], tuple[int, int]]:
+    """([ra, rb), [ca, cb)): the output rows and columns some tap of which reads inside the
+    input; positions outside them read only padding."""
+    return _spans(geo, every=False)
+
 
 # ---- direct convolutions (conv2d, conv2d_input_grad) ----------------------------------------
 
@@ -56,9 +134,42 @@ class DirectConv:
             return group, self.cg * kh * kw, kh * kw, kw, 1, 0
         return group, kh * kw, self.og * kh * kw, -kw, -1, (kh - 1) * kw + (kw - 1)
 
-    def weight_index(self, b: ir.IRBuilder, g, o, c, i, j) -> ir.Value:
-        sg, so, sc, si, sj, k = self.weight_strides()
-        return U.index(b, (g, sg), (o, so), (c, sc), (i, si), (j, sj), k)
+    def reads_padding(self) -> bool:
+        """Whether some tap of the direct convolution reads outside its input."""
+        axes = (self.rows, self.cols)
+        return not all(a.interior(o) for a in axes for o in range(a.n_out))
+
+
+def forward_problem(geo: ConvGeometry) -> DirectConv:
+    (sh, sw), (ph, pw), (dh, dw) = geo.stride, geo.padding, geo.dilation
+    return DirectConv(
+        batch=geo.n,
+        groups=geo.groups,
+        cg=geo.cg,
+        og=geo.og,
+        rows=AxisGeometry(geo.oh, geo.h, geo.kh, sh, dh, ph),
+        cols=AxisGeometry(geo.ow, geo.w, geo.kw, sw, dw, pw),
+        flipped=False,
+    )
+
+
+def input_grad_problem(geo: ConvGeometry) -> DirectConv | None:
+    """At stride 1, dx is a convolution of g padded by d*(k-1)-p with the flipped kernel."""
+    if geo.stride != (1, 1):
+        return None
+    (ph, pw), (dh, dw) = geo.padding, geo.dilation
+    qh, qw = dh * (geo.kh - 1) - ph, dw * (geo.kw - 1) - pw
+    if qh < 0 or qw < 0:
+        return None
+    return DirectConv(
+        batch=geo.n,
+        groups=geo.groups,
+        cg=geo.og,
+        og=geo.cg,
+        rows=AxisGeometry(geo.h, geo.oh, geo.kh, 1, dh, qh),
+        cols=AxisGeometry(geo.w, geo.ow, geo.kw, 1, dw, qw),
+        flipped=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -153,6 +264,19 @@ def _channel_cost(p: DirectConv, lanes: int, plan: ChannelPlan, regs: int) -> fl
 def choose_direct_plan(p: DirectConv, lanes: int, regs: int) -> WidthPlan | ChannelPlan | None:
     """The plan with the lowest estimated cycles that fits the vector registers and the
     stack, or None when no vector schedule applies."""
+    return _cheapest(direct_plan_options(p, lanes, regs))
+
+
+def _cheapest(options: list[tuple[float, object]]):
+    return min(options, key=lambda o: o[0])[1] if options else None
+
+
+def direct_plan_options(
+    p: DirectConv, lanes: int, regs: int
+) -> list[tuple[float, WidthPlan | ChannelPlan]]:
+    """[(estimated cycles, plan)] of every plan that fits the vector registers and the
+    stack; empty when no vector schedule applies (strided columns and weights too large to
+    pack: the generic path)."""
     options: list[tuple[float, WidthPlan | ChannelPlan]] = []
     if p.cols.stride == 1:
         v = min(-(-p.cols.n_out // lanes), 4)
@@ -170,9 +294,7 @@ def choose_direct_plan(p: DirectConv, lanes: int, regs: int) -> WidthPlan | Chan
                     if nb * r * t + nb * p.cols.k + 2 <= regs:
                         plan = ChannelPlan(nb, r, t)
                         options.append((_channel_cost(p, lanes, plan, regs), plan))
-    if not options:  # strided columns and weights too large to pack: the generic path
-        return None
-    return min(options, key=lambda o: o[0])[1]
+    return options
 
 
 # ---- weight gradients ---------------------------------------------------------------------
@@ -213,6 +335,14 @@ def conv_axes(geo: ConvGeometry) -> tuple[AxisGeometry, AxisGeometry]:
 
 def choose_wgrad_plan(geo: ConvGeometry, lanes: int, regs: int) -> WidthWPlan | ChannelWPlan | None:
     """The cheaper vector schedule that fits registers and scratch, or None (generic)."""
+    return _cheapest(wgrad_plan_options(geo, lanes, regs))
+
+
+def wgrad_plan_options(
+    geo: ConvGeometry, lanes: int, regs: int
+) -> list[tuple[float, WidthWPlan | ChannelWPlan]]:
+    """[(estimated cycles, plan)] of every weight-gradient plan that fits registers and
+    scratch; empty when none does (the generic path)."""
     rows, cols = conv_axes(geo)
     options = []
     n_vecs = -(-geo.ow // lanes)
@@ -249,4 +379,4 @@ def choose_wgrad_plan(geo: ConvGeometry, lanes: int, regs: int) -> WidthWPlan | 
                 )
                 pack = geo.groups * n_blocks * geo.oh * geo.ow / 4  # ~ a quarter cycle per element
                 options.append((geo.n * (units * per_unit + pack), ChannelWPlan(r, t)))
-    return min(options, key=lambda o: o[0])[1] if options else None
+    return options

@@ -1,4 +1,5 @@
-"""Splitting one spatial axis of a convolution into register tiles, at compile time.
+"""Splitting one spatial axis of a convolution into register tiles, at compile time, and the
+stack budget every tile plan shares.
 
 Output position `o` with kernel tap `t` reads input position `o*stride + t*dilation - pad`;
 taps that fall outside the input (padding) read zeros, so they are simply not emitted.
@@ -11,6 +12,10 @@ runtime test.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+# Scratch arrays of a kernel live on the stack of the calling thread; this bounds a kernel's
+# use of it (worker threads get the platform default of 8 MiB on Linux).
+STACK_LIMIT_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
