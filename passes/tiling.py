@@ -11,6 +11,7 @@ runtime test.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 # Scratch arrays of a kernel live on the stack of the calling thread; this bounds a kernel's
@@ -64,8 +65,14 @@ def plan_axis(axis: AxisGeometry, tile: int, border: int = 0) -> list:
     Small edge tiles keep the code short: a tile of e positions near an edge unrolls into
     up to e(e+1)/2 row bodies.
     """
+    return list(_plan_axis(axis, tile, border))
+
+
+# The tile plans' cost models ask for the same few axes hundreds of times per graph.
+@functools.lru_cache(maxsize=4096)
+def _plan_axis(axis: AxisGeometry, tile: int, border: int) -> tuple[Tile | Loop, ...]:
     if border:
-        return _plan_with_border(axis, tile, border)
+        return tuple(_plan_with_border(axis, tile, border))
     plan: list[Tile | Loop] = []
     run_start, run = 0, 0
 
@@ -87,7 +94,7 @@ def plan_axis(axis: AxisGeometry, tile: int, border: int = 0) -> list:
             flush()
             plan.append(Tile(start, size))
     flush()
-    return plan
+    return tuple(plan)
 
 
 def _plan_with_border(axis: AxisGeometry, tile: int, edge: int) -> list[Tile | Loop]:

@@ -1,14 +1,15 @@
 """Convolution kernel emitters: conv2d, conv2d_input_grad, conv2d_weight_grad.
 
-Each validates the geometry (PyTorch's output-size rule, as in graphc/ops/nn.py), picks a
-schedule and emits one kernel function with the ABI of kernels/common.py:
+Each validates the geometry (PyTorch's output-size rule, as in graphc/ops/nn.py), takes the
+tile plan passes/tiles.py chose (or asks it, when called on its own) and emits one kernel
+function with the ABI of kernels/common.py:
 
     conv2d             (out, x, w[, bias], lo, hi)   units: images
     conv2d_input_grad  (out, g, w, lo, hi)           units: images
     conv2d_weight_grad (out, x, g, lo, hi)           units: see the schedule (conv_wgrad.py)
 
-float32 takes the vector schedules (conv_direct.py, conv_wgrad.py) when they apply; float64
-and the rest take the scalar path (conv_generic.py). Whatever the path, inf and NaN come out
+float32 takes the vector schedules (conv_direct.py, conv_wgrad.py) when a plan applies;
+float64 and the rest take the scalar path (conv_generic.py). Whatever the path, inf and NaN come out
 as in the reference, which multiplies the zeros of the padding (0 * inf = NaN): fast loops
 skip the padding, so a kernel that meets it checks the weights (conv_generic.nonfinite_guard)
 or, for conv2d_weight_grad, its results (conv_generic.weight_grad_nonfinite) and takes exact
