@@ -10,6 +10,7 @@ from graphc import debug
 from graphc.codegen import cache, jit
 from graphc.codegen.target import Target, host_target
 from graphc.ir import Graph
+from graphc.passes.tiles import VectorUnit
 from graphc.runtime import NativeExecutable, OutputSlot
 
 
@@ -30,6 +31,11 @@ def _load_system_libraries() -> None:
 ENTRY = "graphc_entry"  # the symbol codegen/lower.py emits
 
 
+def host_vectors() -> VectorUnit:
+    """The vectors native code is generated for: what the plan_tiles pass plans for."""
+    return host_target().vector_unit()
+
+
 def target_key(t: Target) -> str:
     return f"{t.kind}|{t.triple}|{t.cpu}|{t.features}|{t.vector_bits}"
 
@@ -47,9 +53,10 @@ def native_executable(
     # plan (lower() replans tiles for other vectors than this target's, so only a plan for
     # these vectors is what the code will follow).
     plans = graph.meta["memory"].summary(graph)
-    for key in ("parallel", "tiles"):
-        if key in graph.meta:
-            plans += "\n" + graph.meta[key].summary(graph)
+    if "parallel" in graph.meta:
+        plans += "\n" + graph.meta["parallel"].summary(graph)
+    if "tiles" in graph.meta:
+        plans += "\n" + graph.meta["tiles"].cache_text()
     plan_digest = hashlib.sha256(plans.encode()).hexdigest()
     variant = f"|profile={profile}|fault={fault}|plan={plan_digest[:16]}"
     key = cache.cache_key(graph.structural_hash() + variant, target_key(target))
@@ -91,3 +98,7 @@ def native_executable(
         if debug.level() >= 4:
             exe.debug_sections.append(("assembly", jit.emit_assembly(lowered.module, target)))
     return exe
+
+
+# What the frontend asks a backend for before running the pipeline (frontend/compile.py).
+native_executable.vectors = host_vectors

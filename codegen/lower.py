@@ -54,8 +54,9 @@ def lower(
     output's first element is increased by 1."""
     target = target or host_target()
     tiles = graph.meta.get("tiles")
-    if tiles is None or tiles.vectors != target.vector_unit():
-        # Planned for other vectors (or not at all): the plan_tiles pass again, for these.
+    if tiles is None or not tiles.fits(graph, target.vector_unit()):
+        # Planned for other vectors or other kernels (or not at all): the plan_tiles pass
+        # again, for these.
         tiles = tile_plan(graph, target.vector_unit())
     schedule: Schedule = graph.meta["schedule"]
     plan: MemoryPlan = graph.meta["memory"]

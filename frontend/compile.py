@@ -170,7 +170,7 @@ class CompiledFunction:
             trace.finished = True
         traced, sources, sinks, returns, clears = _finish(trace, result)
         t1 = time.perf_counter()
-        pipeline = run_pipeline(traced.with_meta(vectors=_vectors()))
+        pipeline = run_pipeline(_with_vectors(traced, self.backend))
         executable = self.backend(pipeline.graph)
         t2 = time.perf_counter()
         entry = Entry(
@@ -197,11 +197,11 @@ class CompiledFunction:
         return entry
 
 
-def _vectors():
-    """The vectors of the CPU codegen targets, for the plan_tiles pass."""
-    from graphc.codegen.target import host_target
-
-    return host_target().vector_unit()
+def _with_vectors(graph: Graph, backend: Callable) -> Graph:
+    """The graph with the vectors the backend generates code for (a backend's optional
+    `vectors()`), which the plan_tiles pass plans tiles for; the interpreter has none."""
+    vectors = getattr(backend, "vectors", None)
+    return graph.with_meta(vectors=vectors()) if vectors is not None else graph
 
 
 def _user_frame(tb) -> str | None:

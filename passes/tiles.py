@@ -9,12 +9,14 @@ there by the frontend from codegen's target). The models themselves live next to
 they rank (passes/conv_tiles.py, passes/gemm_tiles.py); codegen emits exactly the plan
 recorded here, and `graphc inspect` prints it with the reason it won.
 
-A graph planned for other vectors than the ones codegen targets (or not planned, e.g. when
-a test runs the pipeline on a raw graph) is planned again by codegen with this same pass.
+A graph planned for other vectors than the ones codegen targets, or whose plans no longer fit
+its kernels, or not planned at all (the interpreter backend supplies no vectors; tests run
+the pipeline on raw graphs) is planned again by codegen with this same pass.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from graphc import dtypes
@@ -70,6 +72,7 @@ class Tiles:
     lanes: int  # vector lanes of the kernel's dtype (1: scalar loops)
     text: str
     reason: str
+    key: tuple = ()  # the kernel it was made for (kernel_key): op, dtype, shapes, attributes
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,19 @@ class TilePlan:
         lines = [f"for {self.vectors.describe()}"]
         lines += [f"{name}: {t.text} [{t.reason}]" for name, t in self.kernels.items()]
         return "\n".join(lines)
+
+    def cache_text(self) -> str:
+        """Everything codegen emits from: the plans themselves, not their descriptions
+        (frozen dataclasses of ints, so the text is the same in every process)."""
+        rows = [repr(self.vectors)]
+        rows += [f"{n}: {t.op} {t.lanes} {t.plan!r} {t.key!r}" for n, t in self.kernels.items()]
+        return "\n".join(rows)
+
+    def fits(self, graph: Graph, vectors: VectorUnit) -> bool:
+        """Whether this plan was made for these vectors and exactly these kernels."""
+        schedule: Schedule = graph.meta["schedule"]
+        keys = {k.name: kernel_key(k.root) for k in schedule.kernels if k.kind in TILED_KINDS}
+        return self.vectors == vectors and keys == {n: t.key for n, t in self.kernels.items()}
 
 
 def plan_tiles(graph: Graph) -> Graph:
@@ -98,8 +114,18 @@ def tile_plan(graph: Graph, vectors: VectorUnit) -> TilePlan:
     return TilePlan(vectors, kernels)
 
 
+def kernel_key(node: Node) -> tuple:
+    """What a tile plan depends on: the op, dtype, operand shapes and attributes."""
+    attrs = tuple(sorted((k, repr(v)) for k, v in node.attrs.items()))
+    return (node.op, node.dtype.name, tuple(tuple(i.shape) for i in node.inputs), attrs)
+
+
 def node_tiles(node: Node, vectors: VectorUnit) -> Tiles:
     """The plan for a kernel built around `node` (a conv2d, its gradients or a matmul)."""
+    return dataclasses.replace(_node_tiles(node, vectors), key=kernel_key(node))
+
+
+def _node_tiles(node: Node, vectors: VectorUnit) -> Tiles:
     a = node.attrs
     if node.op == "matmul":
         x, y = node.inputs

@@ -16,7 +16,7 @@ import pytest
 import graphc
 import graphc.nn as nn
 import graphc.nn.functional as F
-from graphc.codegen.backend import native_executable
+from graphc.codegen.backend import host_vectors, native_executable
 from graphc.codegen.lower import lower
 from graphc.codegen.target import get_target, host_target
 from graphc.frontend.compile import CompiledFunction, interpreter_executable
@@ -74,8 +74,16 @@ def _planned_step(batch: int = 6) -> tuple[Graph, list[np.ndarray]]:
     rng = np.random.default_rng(1)
     x = graphc.from_numpy(rng.standard_normal((batch, 3, 16, 16)).astype(np.float32))
     y = graphc.from_numpy(rng.integers(0, 10, batch).astype(np.int64))
-    graph = CompiledFunction(step, backend=interpreter_executable).trace(x, y).pipeline.graph
+    graph = CompiledFunction(step, backend=_planned_for_host).trace(x, y).pipeline.graph
     return graph, _inputs(graph, net, x, y)
+
+
+def _planned_for_host(graph: Graph):
+    """The interpreter, but with tiles planned as for native code (it supplies vectors)."""
+    return interpreter_executable(graph)
+
+
+_planned_for_host.vectors = host_vectors
 
 
 def _inputs(graph: Graph, net: nn.Module, x, y) -> list[np.ndarray]:
@@ -121,6 +129,10 @@ def test_codegen_emits_the_recorded_plan():
         assert words.split(", as out^T")[0] in specs[name], (name, t.text, specs[name])
 
 
+def _with_plan(t: Tiles, plan) -> Tiles:
+    return dataclasses.replace(t, plan=plan, text=f"forced by the test: {plan}")
+
+
 def _runner_up(node, t: Tiles, vectors: VectorUnit) -> Tiles:
     """A plan the cost model ranked below the recorded one (a valid plan, not the best)."""
     a = node.attrs
@@ -128,9 +140,9 @@ def _runner_up(node, t: Tiles, vectors: VectorUnit) -> Tiles:
     if node.op == "matmul":
         if isinstance(t.plan, OuterPlan):
             mr = max(1, t.plan.mr - 1)
-            return dataclasses.replace(t, plan=dataclasses.replace(t.plan, mr=mr, nv=1))
+            return _with_plan(t, dataclasses.replace(t.plan, mr=mr, nv=1))
         if isinstance(t.plan, DotPlan):
-            return dataclasses.replace(t, plan=DotPlan(2, 2, 1))
+            return _with_plan(t, DotPlan(2, 2, 1))
         assert isinstance(t.plan, BlockedPlan)
         return t
     conv = (a["stride"], a["padding"], a["dilation"], a["groups"])
@@ -145,10 +157,12 @@ def _runner_up(node, t: Tiles, vectors: VectorUnit) -> Tiles:
         geo = conv_geometry(first.shape, a["weight_shape"], *conv)
         options = wgrad_plan_options(geo, lanes, regs)
     others = sorted((o for o in options if o[1] != t.plan), key=lambda o: -o[0])
-    return dataclasses.replace(t, plan=others[len(others) // 2][1])  # a middling one
+    return _with_plan(t, others[len(others) // 2][1])  # a middling one
 
 
-def test_a_different_recorded_plan_changes_the_code_not_the_numbers():
+def test_a_different_recorded_plan_changes_the_code_not_the_numbers(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))  # empty: each compile is a miss
+    monkeypatch.delenv("GRAPHC_DISABLE_CACHE", raising=False)
     graph, arrays = _planned_step()
     tiles: TilePlan = graph.meta["tiles"]
     roots = {k.name: k.root for k in graph.meta["schedule"].kernels}
@@ -160,9 +174,13 @@ def test_a_different_recorded_plan_changes_the_code_not_the_numbers():
     best = {s.name: s.description for s in lower(graph, host_target()).specs}
     for name in changed:
         assert lowered[name] != best[name], f"{name} ignored the recorded plan"
+    assert replanned.meta["tiles"].fits(replanned, host_target().vector_unit())
     want = interpret(graph, [a.copy() for a in arrays])
-    for g in (graph, replanned):
-        got = native_executable(g)([a.copy() for a in arrays])
+    executables = [native_executable(g) for g in (graph, replanned)]
+    # other plans are other code: never the cached object of the best plans
+    assert [e.timings["cache"] for e in executables] == ["miss", "miss"]
+    for exe in executables:
+        got = exe([a.copy() for a in arrays])
         for w, v in zip(want, got, strict=True):
             np.testing.assert_allclose(v, w, rtol=2e-5, atol=2e-6)
 
@@ -200,3 +218,63 @@ def test_matmul_schedules_follow_shape_and_transposes():
     assert isinstance(tt.plan, OuterPlan) and tt.plan.transposed
     forced = matmul_tiles(matmul_geometry((8, 8), (8, 8), False, False), "float32", v, True)
     assert isinstance(forced.plan, BlockedPlan)
+
+
+def test_the_cache_key_covers_the_plans_not_just_their_descriptions():
+    graph, _ = _planned_step()
+    tiles: TilePlan = graph.meta["tiles"]
+    name, t = next((n, t) for n, t in tiles.kernels.items() if isinstance(t.plan, OuterPlan))
+    other = dataclasses.replace(t, plan=dataclasses.replace(t.plan, nv=1))  # same text
+    changed = TilePlan(tiles.vectors, {**tiles.kernels, name: other})
+    assert changed.summary() == tiles.summary()
+    assert changed.cache_text() != tiles.cache_text()
+
+
+def test_a_plan_that_does_not_fit_its_kernel_is_replanned_or_refused():
+    graph, _ = _planned_step()
+    tiles: TilePlan = graph.meta["tiles"]
+    kernels = list(tiles.kernels.items())
+    (n0, t0), (n1, t1) = kernels[0], kernels[-1]
+    swapped = TilePlan(tiles.vectors, {**tiles.kernels, n0: t1, n1: t0})
+    assert not swapped.fits(graph, tiles.vectors)
+    assert str(lower(graph.with_meta(tiles=swapped), host_target()).module) == str(
+        lower(graph, host_target()).module
+    )
+    # an emitter called with a plan for another op, or for other vectors, refuses it
+    from llvmlite import ir
+
+    from graphc.codegen.kernels.gemm import emit_matmul
+
+    host = host_target()
+    geo = matmul_geometry((64, 84), (84, 10), False, False)
+    good = matmul_tiles(geo, "float32", host.vector_unit())
+    half = VectorUnit(host.vector_bits // 2, host.vector_registers)
+    for bad in (
+        conv2d_tiles(
+            conv_geometry((1, 3, 8, 8), (4, 3, 3, 3), 1, 1, 1, 1), "float32", host.vector_unit()
+        ),
+        dataclasses.replace(good, lanes=half.lanes("float32")),
+    ):
+        with pytest.raises(ValueError, match="cannot emit"):
+            emit_matmul(
+                ir.Module(),
+                "k",
+                a_shape=(64, 84),
+                b_shape=(84, 10),
+                trans_a=False,
+                trans_b=False,
+                dtype="float32",
+                target=host,
+                tiles=bad,
+            )
+
+
+def test_interpreter_traces_need_no_target(monkeypatch):
+    """The interpreter backend supplies no vectors: no tile plans, and no LLVM target is
+    asked for (a bad GRAPHC_TARGET is codegen's business, not the interpreter's)."""
+    monkeypatch.setenv("GRAPHC_TARGET", "no-such-target")
+    f = CompiledFunction(lambda x: F.relu(x @ x.t()).sum(), backend=interpreter_executable)
+    x = graphc.from_numpy(np.ones((3, 4), np.float32))
+    entry = f.trace(x)
+    assert "tiles" not in entry.pipeline.graph.meta
+    assert float(f(x).item()) == pytest.approx(36.0)

@@ -97,6 +97,19 @@ def define_kernel(
     return KernelFunction(fn, b, ptrs, lo_c, hi_c)
 
 
+def check_tiles(tiles, op: str, kinds: tuple[type, ...], lanes: int) -> None:
+    """A plan from passes/tiles.py must be for this op, of a kind this emitter implements,
+    and for vectors of `lanes` (a plan made for other vectors would index out of bounds)."""
+    plan = tiles.plan
+    if tiles.op != op or (
+        plan is not None and (not isinstance(plan, kinds) or tiles.lanes != lanes)
+    ):
+        raise ValueError(
+            f"{op}: cannot emit a {tiles.op} tile plan ({type(plan).__name__}, "
+            f"{tiles.lanes} lanes) with vectors of {lanes} lanes"
+        )
+
+
 def stack_array(b: ir.IRBuilder, elem: ir.Type, count: int, name: str) -> ir.Value:
     """A 64-byte aligned stack array of `count` elements, allocated once per call."""
     return U.entry_alloca(b, ir.ArrayType(elem, count), name, align=64)

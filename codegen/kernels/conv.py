@@ -25,11 +25,19 @@ from functools import partial
 from llvmlite import ir
 
 from graphc.codegen.kernels import conv_generic, conv_wgrad
-from graphc.codegen.kernels.common import KernelSpec, element_type
+from graphc.codegen.kernels.common import KernelSpec, check_tiles, element_type
 from graphc.codegen.kernels.conv_direct import emit_direct
 from graphc.codegen.kernels.epilogue import Epilogue
 from graphc.codegen.target import Target
-from graphc.passes.conv_tiles import conv_geometry, forward_problem, input_grad_problem
+from graphc.passes.conv_tiles import (
+    ChannelPlan,
+    ChannelWPlan,
+    WidthPlan,
+    WidthWPlan,
+    conv_geometry,
+    forward_problem,
+    input_grad_problem,
+)
 from graphc.passes.tiles import (
     Tiles,
     conv2d_input_grad_tiles,
@@ -79,6 +87,7 @@ def emit_conv2d(
     stack, lanes = 0, 1
     problem = forward_problem(geo)
     tiles = tiles or conv2d_tiles(geo, dt.name, target.vector_unit())
+    check_tiles(tiles, "conv2d", (WidthPlan, ChannelPlan), target.lanes(dt))
     if generic or tiles.plan is None:
         sched = conv_generic.emit_forward(
             module, name, geo, roles=roles, elem=elem, epi=epi, target=target
@@ -143,7 +152,10 @@ def emit_conv2d_input_grad(
     dt, elem = element_type(dtype)
     roles = ("out", "g", "w")
     tiles = tiles or conv2d_input_grad_tiles(geo, dt.name, target.vector_unit())
+    check_tiles(tiles, "conv2d_input_grad", (WidthPlan, ChannelPlan), target.lanes(dt))
     problem = input_grad_problem(geo)
+    if problem is None and tiles.plan is not None:
+        raise ValueError(f"{name}: this geometry has no stride-1 form for a vector plan")
     stack, lanes = 0, 1
     if generic or tiles.plan is None:
         sched = conv_generic.emit_input_grad(
@@ -210,6 +222,7 @@ def emit_conv2d_weight_grad(
     dt, elem = element_type(dtype)
     roles = ("out", "x", "g")
     tiles = tiles or conv2d_weight_grad_tiles(geo, dt.name, target.vector_unit())
+    check_tiles(tiles, "conv2d_weight_grad", (WidthWPlan, ChannelWPlan), target.lanes(dt))
     if generic or tiles.plan is None:
         extent, unit = geo.o * geo.cg, "one (o, c) pair of the weight"
         sched = conv_generic.emit_weight_grad(

@@ -4,7 +4,8 @@ at stride 1 (a forward convolution of the padded cotangent with the flipped kern
     out[n, g*og + o, y, x] = sum over c, i, j (in that order) of
         inp[n, g*cg + c, y*sh + i*dh - ph, x*sw + j*dw - pw] * W(g, o, c, i, j)
 
-Two schedules; a cost model picks one per shape:
+Two schedules; a cost model picks one per shape (passes/conv_tiles.py, run by the
+plan_tiles pass):
 - "width" (stride 1 along x): vectors along the output row. A register tile holds OT
   output channels x R rows x V vectors; per tap, OT weight broadcasts and R*V row loads
   feed OT*R*V FMAs. Row tails and padded columns are masked loads, never copies.
@@ -19,8 +20,9 @@ Loops: images (units) > groups > channel tiles > row tiles > column tiles > c > 
 the taps j, rows, columns and channels of the tile unrolled. The kernel-row loop i stays a
 runtime loop on purpose: unrolled, LLVM merges the loads that rows r and r+1 share across
 i and keeps them live, which spills the register tile (measured). Padding costs neither a
-copy nor a test in the inner loops: rows near a padded border run one at a time with their
-valid range of i computed at runtime (tiling.Border), and columns' taps in the padding are
+copy nor a test in the inner loops: rows near a padded border get tiles of at most EDGE_ROWS
+rows whose valid taps i are known when the tile is emitted (tiling.plan_axis and
+tap_intervals), and columns' taps in the padding are
 masked lanes (width) or skipped FMAs (channels), known when the tile is emitted. A work
 unit is one image; every output sums over c, then i, then j.
 

@@ -7,7 +7,8 @@ Four schedules, chosen from the transpose flags, the size and the target by pass
   an outer-product register tile; for operands larger than the caches.
 - "outer" (A @ B, A^T @ B): vectors along the columns of the result. A register tile of
   MR rows x NV vectors accumulates rank-1 updates: per k, NV vector loads of a row of B and
-  MR broadcasts of A feed MR*NV FMAs. No packing; the tile is picked by a small cost model.
+  MR broadcasts of A feed MR*NV FMAs. No packing; the tile is picked by a small cost model
+  (gemm_tiles.choose_outer_tile).
 - "outer, transposed output" (A^T @ B^T): the same tile computing out^T = B @ A, so vectors
   run along the rows of the result; stores are per element.
 - "dot" (A @ B^T): both operands are contiguous along k, so vectors run along k: an MR x NR
@@ -30,7 +31,13 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from graphc.codegen import irutil as U
-from graphc.codegen.kernels.common import KernelFunction, KernelSpec, define_kernel, element_type
+from graphc.codegen.kernels.common import (
+    KernelFunction,
+    KernelSpec,
+    check_tiles,
+    define_kernel,
+    element_type,
+)
 from graphc.codegen.kernels.epilogue import Epilogue
 from graphc.codegen.kernels.gemm_blocked import emit_blocked
 from graphc.codegen.target import Target
@@ -76,11 +83,9 @@ def emit_matmul(
     lanes = target.lanes(dt)
     common = dict(module=module, name=name, geo=geo, elem=elem, roles=roles, epi=epi)
     stack = 0
-    plan = (
-        None
-        if generic
-        else (tiles or matmul_tiles(geo, dt.name, target.vector_unit(), blocked)).plan
-    )
+    tiles = tiles or matmul_tiles(geo, dt.name, target.vector_unit(), blocked)
+    check_tiles(tiles, "matmul", (BlockedPlan, DotPlan, OuterPlan), lanes)
+    plan = None if generic else tiles.plan
     if plan is None:
         extent, unit, sched = _emit_generic(**common, target=target)
         lanes = 1

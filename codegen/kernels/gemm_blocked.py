@@ -33,6 +33,8 @@ def emit_blocked(*, module, name, geo, elem, roles, epi, target, lanes, plan: Bl
     """Emit the blocked kernel with `plan` (gemm_tiles.plan_blocked); returns (extent, unit
     description, schedule, stack bytes)."""
     p = plan
+    if p.lanes != lanes:
+        raise ValueError(f"{name}: a blocked plan for {p.lanes}-lane vectors, emitted with {lanes}")
     ncb, nrb = ceil_div(geo.n, p.nc), ceil_div(geo.m, p.mc)
     nkb = ceil_div(geo.k, p.kc)
     extent = geo.batch * ncb * nrb
