@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
+import struct
 import time
 
 from graphc import debug
 from graphc.codegen import cache, jit
 from graphc.codegen.target import Target, host_target
 from graphc.ir import Graph
-from graphc.passes.tiles import VectorUnit
+from graphc.passes.tiles import TILED_KINDS, VectorUnit
 from graphc.runtime import NativeExecutable, OutputSlot
 
 
@@ -34,6 +36,71 @@ ENTRY = "graphc_entry"  # the symbol codegen/lower.py emits
 def host_vectors() -> VectorUnit:
     """The vectors native code is generated for: what the plan_tiles pass plans for."""
     return host_target().vector_unit()
+
+
+# Kernels are compiled in parallel processes only for steps this large: a helper costs an
+# interpreter start (~0.2 s of CPU), which small graphs would not pay back.
+SPLIT_MIN_CONTRACTIONS = 6
+JOBS_VAR = "GRAPHC_COMPILE_JOBS"
+
+
+def compile_jobs(graph: Graph) -> int:
+    """How many processes compile this graph's kernels: GRAPHC_COMPILE_JOBS, else 2 when
+    this process has two cores to itself (not one of several MPI ranks); 1 for small
+    graphs."""
+    value = os.environ.get(JOBS_VAR, "").strip()
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"{JOBS_VAR}={value!r}: expected a positive whole number")
+        jobs = int(value)
+    else:
+        from graphc.distributed.group import launched_size
+        from graphc.threads import usable_cores
+
+        jobs = 1 if launched_size() > 1 else min(2, usable_cores())
+    kernels = graph.meta["schedule"].kernels
+    contractions = sum(k.kind in TILED_KINDS for k in kernels)
+    return jobs if contractions >= SPLIT_MIN_CONTRACTIONS else 1
+
+
+def _start_helpers(n: int) -> list[jit.HelperProcess]:
+    helpers = []
+    for _ in range(n):
+        try:
+            helpers.append(jit.HelperProcess())
+        except OSError:  # no process to spare: this one compiles everything
+            break
+    return helpers
+
+
+_PARTS = struct.Struct("<I")
+_LENGTH = struct.Struct("<Q")
+
+
+def _pack(objs: list[bytes]) -> bytes:
+    """The objects of one step as one cache payload: count, lengths, then the objects."""
+    head = _PARTS.pack(len(objs)) + b"".join(_LENGTH.pack(len(o)) for o in objs)
+    return head + b"".join(objs)
+
+
+def _unpack(payload: bytes | None) -> list[bytes] | None:
+    """The objects of a payload from _pack; None (a miss) if it is not one."""
+    if payload is None or len(payload) < _PARTS.size:
+        return None
+    (count,) = _PARTS.unpack_from(payload)
+    at = _PARTS.size + count * _LENGTH.size
+    if count < 1 or len(payload) < at:
+        return None
+    lengths = [
+        _LENGTH.unpack_from(payload, _PARTS.size + i * _LENGTH.size)[0] for i in range(count)
+    ]
+    if at + sum(lengths) != len(payload):
+        return None
+    objs = []
+    for n in lengths:
+        objs.append(payload[at : at + n])
+        at += n
+    return objs
 
 
 def target_key(t: Target) -> str:
@@ -60,19 +127,25 @@ def native_executable(
     plan_digest = hashlib.sha256(plans.encode()).hexdigest()
     variant = f"|profile={profile}|fault={fault}|plan={plan_digest[:16]}"
     key = cache.cache_key(graph.structural_hash() + variant, target_key(target))
-    obj = cache.load(key)
-    timings = {"cache": "hit" if obj is not None else "miss"}
+    objs, problems = _unpack(cache.load(key)), []
+    timings = {"cache": "hit" if objs is not None else "miss"}
     times = jit.CompileTimes()
     lowered = None
-    if obj is None:
+    if objs is None:
         # Imported here: a warm start (cache hit) never needs the emitters (~25 ms to import).
         from graphc.codegen.lower import lower
 
-        lowered = lower(graph, target, profile=profile, fault=fault)
-        timings["lower"] = time.perf_counter() - t0
-        obj = jit.emit_object(lowered.module, target, times=times)
-        cache.store(key, obj)
-    library = jit.load_object(obj, [ENTRY], times)
+        jobs = compile_jobs(graph)
+        helpers = _start_helpers(jobs - 1)
+        try:
+            lowered = lower(graph, target, profile=profile, fault=fault, parts=jobs)
+            timings["lower"] = time.perf_counter() - t0
+            objs, problems = jit.emit_objects(lowered.parts, target, helpers, times=times)
+        finally:  # (a no-op for helpers that finished; an error must not leave them waiting)
+            for helper in helpers:
+                helper.kill()
+        cache.store(key, _pack(objs))
+    library = jit.load_object(objs, [ENTRY], times)
     timings.update(
         llvm_optimize=times.optimize, llvm_codegen=times.codegen + times.parse, link=times.link
     )
@@ -90,13 +163,17 @@ def native_executable(
         graph, library.address(ENTRY), plan.arena_bytes, slots, library, profile=profile
     )
     exe.timings = timings
+    exe.compile_parts = len(objs)  # objects the code was compiled as (processes, on a miss)
+    exe.compile_problems = problems  # what went wrong with helper processes, if anything
     if debug.level() >= 3:  # printed by debug.report_compile, after the IR of each pass
         from graphc.codegen.lower import lower
 
         lowered = lowered or lower(graph, target, profile=profile, fault=fault)
-        exe.debug_sections = [("LLVM IR", str(lowered.module))]
+        exe.debug_sections = [("LLVM IR", str(m)) for m in lowered.parts]
         if debug.level() >= 4:
-            exe.debug_sections.append(("assembly", jit.emit_assembly(lowered.module, target)))
+            exe.debug_sections += [
+                ("assembly", jit.emit_assembly(m, target)) for m in lowered.parts
+            ]
     return exe
 
 

@@ -13,10 +13,14 @@ LLJIT does not optimise what it is given, so `optimize` runs the new pass manage
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import llvmlite.binding as llvm
@@ -77,13 +81,15 @@ def optimize(ref: llvm.ModuleRef, target: Target, level: int = 3) -> None:
         pb.getModulePassManager().run(ref, pb)
 
 
-def _check_externals(ref: llvm.ModuleRef) -> None:
-    """Refuse a module whose external calls the process cannot resolve, before linking it."""
+def _check_externals(ref: llvm.ModuleRef, siblings: frozenset[str] = frozenset()) -> None:
+    """Refuse a module whose external calls the process cannot resolve, before linking it
+    (`siblings`: names other objects of the same library define)."""
     missing = [
         f.name
         for f in ref.functions
         if f.is_declaration
         and not f.name.startswith("llvm.")
+        and f.name not in siblings
         and not llvm.address_of_symbol(f.name)
     ]
     if missing:
@@ -105,8 +111,10 @@ def emit_object(
     target: Target | None = None,
     opt: int = 3,
     times: CompileTimes | None = None,
+    siblings: Iterable[str] = (),
 ) -> bytes:
-    """Optimised relocatable object code (ELF on Linux) for `module`."""
+    """Optimised relocatable object code (ELF on Linux) for `module`; `siblings` are the
+    functions other objects linked with it define (see emit_objects)."""
     target = target or host_target()
     times = times if times is not None else CompileTimes()
     t0 = time.perf_counter()
@@ -116,11 +124,100 @@ def emit_object(
         t1 = time.perf_counter()
         optimize(ref, target, opt)
         t2 = time.perf_counter()
-        _check_externals(ref)
+        _check_externals(ref, frozenset(siblings))
         obj = target.target_machine(opt=max(opt, 0)).emit_object(ref)
         t3 = time.perf_counter()
     times.parse, times.optimize, times.codegen = t1 - t0, t2 - t1, t3 - t2
     return obj
+
+
+# ---- compiling parts of a module in helper processes -------------------------------------------
+
+HELPER_TIMEOUT_S = 300.0  # a helper that takes longer is killed and its part compiled here
+
+
+class HelperProcess:
+    """A `python -m graphc.codegen.compile_worker` child. Started before the IR is ready so
+    its start-up (an interpreter and the imports, ~0.2 s) overlaps the lowering."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "graphc.codegen.compile_worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+
+    def send(self, text: str, target: Target, opt: int) -> None:
+        header = json.dumps({"target": dataclasses.asdict(target), "opt": opt})
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(header.encode() + b"\n" + text.encode())
+        self.proc.stdin.close()  # end of input: the helper starts compiling
+        self.proc.stdin = None  # (so communicate() does not flush it again)
+
+    def result(self, timeout: float = HELPER_TIMEOUT_S) -> bytes:
+        out, err = self.proc.communicate(timeout=timeout)
+        if self.proc.returncode != 0 or not out:
+            reason = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+            raise JitError(f"helper exited with status {self.proc.returncode}: {reason[0]}")
+        return out
+
+    def kill(self) -> None:
+        """End the helper (if it still runs) and reap it."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+            self.proc.stdin = None
+        self.proc.communicate()
+
+
+def emit_objects(
+    modules: Sequence[ir.Module],
+    target: Target,
+    helpers: Sequence[HelperProcess] = (),
+    opt: int = 3,
+    times: CompileTimes | None = None,
+) -> tuple[list[bytes], list[str]]:
+    """Object code for each module: the first compiled here, each other one by a helper while
+    this one runs (or here, after, if its helper is missing or fails). Returns the objects and
+    what went wrong with helpers (empty when nothing did)."""
+    times = times if times is not None else CompileTimes()
+    problems: list[str] = []
+    t0 = time.perf_counter()
+    texts = [str(m) for m in modules]
+    sent: list[HelperProcess | None] = []
+    for text, helper in zip(texts[1:], list(helpers) + [None] * len(texts), strict=False):
+        try:
+            if helper is not None:
+                helper.send(text, target, opt)
+        except OSError as e:
+            problems.append(f"helper could not take its part: {e}")
+            helper.kill()
+            helper = None
+        sent.append(helper)
+    for extra in helpers[len(sent) :]:
+        extra.kill()
+    t1 = time.perf_counter()
+    others = [
+        f.name for m in modules[1:] for f in m.functions if not f.is_declaration and f.linkage == ""
+    ]
+    objs = [emit_object(texts[0], target, opt, times, siblings=others)]
+    times.parse += t1 - t0
+    for text, helper in zip(texts[1:], sent, strict=True):
+        if helper is not None:
+            try:
+                objs.append(helper.result())
+                continue
+            except (JitError, OSError, subprocess.TimeoutExpired) as e:
+                problems.append(str(e))
+                helper.kill()
+        part = CompileTimes()
+        objs.append(emit_object(text, target, opt, part))
+        times.parse += part.parse
+        times.optimize += part.optimize
+        times.codegen += part.codegen
+    return objs, problems
 
 
 def emit_assembly(module: ir.Module | str, target: Target | None = None, opt: int = 3) -> str:
@@ -161,7 +258,7 @@ class JitLibrary:
     """Loaded machine code. Function addresses stay valid while this object is alive."""
 
     name: str
-    object_code: bytes
+    objects: tuple[bytes, ...]  # the relocatable objects it was linked from
     addresses: dict[str, int]
     times: CompileTimes = field(default_factory=CompileTimes)
     _tracker: object = field(default=None, repr=False)
@@ -178,17 +275,22 @@ class JitLibrary:
 
 
 def load_object(
-    obj: bytes, symbols: Iterable[str], times: CompileTimes | None = None
+    obj: bytes | Sequence[bytes], symbols: Iterable[str], times: CompileTimes | None = None
 ) -> JitLibrary:
     """Link an object produced by `emit_object` (possibly in another process, e.g. read from
-    the compile cache) and return the addresses of `symbols`."""
+    the compile cache), or several that make one program, and return the addresses of
+    `symbols`."""
+    objs = [obj] if isinstance(obj, bytes | bytearray) else list(obj)
     symbols = list(symbols)
     times = times if times is not None else CompileTimes()
     t0 = time.perf_counter()
     with _LOCK:
         engine = _lljit()
         name = f"graphc{next(_LIB_IDS)}"
-        builder = llvm.JITLibraryBuilder().add_object_img(obj).add_current_process()
+        builder = llvm.JITLibraryBuilder()
+        for o in objs:
+            builder.add_object_img(o)
+        builder.add_current_process()
         for s in symbols:
             builder.export_symbol(s)
         try:
@@ -200,7 +302,7 @@ def load_object(
     if zero:
         raise JitError(f"symbol(s) {zero} not found in the compiled object")
     times.link = time.perf_counter() - t0
-    return JitLibrary(name, obj, addresses, times, tracker, engine)
+    return JitLibrary(name, tuple(objs), addresses, times, tracker, engine)
 
 
 def compile_module(

@@ -20,7 +20,7 @@ numbers do not depend on the thread count.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from llvmlite import ir
 
@@ -41,17 +41,24 @@ Storage = Callable[[Node], Hashable]
 
 @dataclass
 class Lowered:
-    module: ir.Module
+    module: ir.Module  # the entry, and the kernels of the first part
     specs: list[Spec]  # one per kernel, in schedule order
     kernels: list[Kernel]
+    parts: list[ir.Module] = field(default_factory=list)  # every module, `module` first
 
 
 def lower(
-    graph: Graph, target: Target | None = None, profile: bool = False, fault: str | None = None
+    graph: Graph,
+    target: Target | None = None,
+    profile: bool = False,
+    fault: str | None = None,
+    parts: int = 1,
 ) -> Lowered:
     """`profile`: the entry takes a third argument, an i64 array that receives each kernel's
     nanoseconds. `fault` (a test hook for `graphc check`): after the named kernel runs, its
-    output's first element is increased by 1."""
+    output's first element is increased by 1. `parts` > 1 spreads the kernels over that many
+    modules, balanced by instruction count, so they can be compiled in parallel (the
+    entry's module declares the others' kernels; linked, they are one program)."""
     target = target or host_target()
     tiles = graph.meta.get("tiles")
     if tiles is None or not tiles.fits(graph, target.vector_unit()):
@@ -65,20 +72,31 @@ def lower(
     def storage(n: Node) -> Hashable:
         return plan.storage(n).value
 
-    module = ir.Module(name=f"graphc.{graph.name}")
-    module.triple = target.triple
+    names = [f"graphc.{graph.name}"] + [f"graphc.{graph.name}.{i}" for i in range(1, parts)]
+    modules = [ir.Module(name=name) for name in names]
+    for m in modules:
+        m.triple = target.triple
+    module = modules[0]
+    sizes = [0] * len(modules)
     specs = []
     for k in schedule.kernels:
-        spec = emit_kernel(module, k, stored, storage, target, tiles.kernels.get(k.name))
-        fn = module.get_global(spec.name)
-        fn.linkage = "internal"
+        home = min(range(len(modules)), key=lambda i: (sizes[i], i))
+        spec = emit_kernel(modules[home], k, stored, storage, target, tiles.kernels.get(k.name))
+        fn = modules[home].get_global(spec.name)
+        sizes[home] += sum(len(block.instructions) for block in fn.blocks)
         # Kept out of line: inlining forty kernels into the entry only makes LLVM optimise
         # one huge function again (measured: most of the module's optimisation time).
+        # External, not internal, even in one part: LLVM would otherwise specialise a serial
+        # kernel to the constant range the entry calls it with, and its reductions could
+        # round differently from the same kernel compiled in another part (measured; the
+        # step time did not change).
         fn.attributes.add("noinline")
         _set_attrs(fn, target)
+        if home != 0:  # defined in another object of the same library: called by name
+            ir.Function(module, fn.function_type, fn.name)
         specs.append(spec)
     _emit_entry(module, graph, plan, specs, storage, target, profile, fault)
-    return Lowered(module, specs, list(schedule.kernels))
+    return Lowered(module, specs, list(schedule.kernels), modules)
 
 
 def emit_kernel(

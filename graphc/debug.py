@@ -48,4 +48,10 @@ def report_compile(name: str, entry) -> None:
         steps = ", ".join(
             f"{k.replace('_', ' ')} {v * 1e3:.1f} ms" for k, v in native.items() if k != "cache"
         )
-        print(f"graphc:   backend: cache {native['cache']}; {steps}", file=err)
+        parts = getattr(entry.executable, "compile_parts", 1)
+        split = f", compiled in {parts} parts" if parts > 1 else ""
+        print(f"graphc:   backend: cache {native['cache']}{split}; {steps}", file=err)
+        for problem in getattr(entry.executable, "compile_problems", ()):
+            print(
+                f"graphc:   backend: a compile helper failed ({problem}); compiled here", file=err
+            )

@@ -58,7 +58,7 @@ class Net(nn.Module):
         return self.fc(F.relu(self.c3(x)).flatten(1))
 
 
-def _planned_step(batch: int = 6) -> tuple[Graph, list[np.ndarray]]:
+def planned_step(batch: int = 6) -> tuple[Graph, list[np.ndarray]]:
     """The optimised training graph of Net (planned for the host's vectors) and its inputs."""
     graphc.manual_seed(0)
     net = Net()
@@ -106,7 +106,7 @@ def _inputs(graph: Graph, net: nn.Module, x, y) -> list[np.ndarray]:
 
 
 def test_every_convolution_and_matmul_kernel_has_its_plan_on_the_graph():
-    graph, _ = _planned_step()
+    graph, _ = planned_step()
     tiles: TilePlan = graph.meta["tiles"]
     assert tiles.vectors == host_target().vector_unit()
     kernels = graph.meta["schedule"].kernels
@@ -120,7 +120,7 @@ def test_every_convolution_and_matmul_kernel_has_its_plan_on_the_graph():
 
 
 def test_codegen_emits_the_recorded_plan():
-    graph, _ = _planned_step()
+    graph, _ = planned_step()
     tiles: TilePlan = graph.meta["tiles"]
     specs = {s.name: s.description for s in lower(graph, host_target()).specs}
     for name, t in tiles.kernels.items():
@@ -163,7 +163,7 @@ def _runner_up(node, t: Tiles, vectors: VectorUnit) -> Tiles:
 def test_a_different_recorded_plan_changes_the_code_not_the_numbers(tmp_path, monkeypatch):
     monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))  # empty: each compile is a miss
     monkeypatch.delenv("GRAPHC_DISABLE_CACHE", raising=False)
-    graph, arrays = _planned_step()
+    graph, arrays = planned_step()
     tiles: TilePlan = graph.meta["tiles"]
     roots = {k.name: k.root for k in graph.meta["schedule"].kernels}
     other = {n: _runner_up(roots[n], t, tiles.vectors) for n, t in tiles.kernels.items()}
@@ -186,7 +186,7 @@ def test_a_different_recorded_plan_changes_the_code_not_the_numbers(tmp_path, mo
 
 
 def test_a_graph_planned_for_other_vectors_is_planned_again_by_codegen():
-    graph, _ = _planned_step()
+    graph, _ = planned_step()
     narrow = VectorUnit(256, 16)
     as_avx2 = graph.with_meta(tiles=tile_plan(graph, narrow))
     host = get_target("host")
@@ -221,7 +221,7 @@ def test_matmul_schedules_follow_shape_and_transposes():
 
 
 def test_the_cache_key_covers_the_plans_not_just_their_descriptions():
-    graph, _ = _planned_step()
+    graph, _ = planned_step()
     tiles: TilePlan = graph.meta["tiles"]
     name, t = next((n, t) for n, t in tiles.kernels.items() if isinstance(t.plan, OuterPlan))
     other = dataclasses.replace(t, plan=dataclasses.replace(t.plan, nv=1))  # same text
@@ -231,7 +231,7 @@ def test_the_cache_key_covers_the_plans_not_just_their_descriptions():
 
 
 def test_a_plan_that_does_not_fit_its_kernel_is_replanned_or_refused():
-    graph, _ = _planned_step()
+    graph, _ = planned_step()
     tiles: TilePlan = graph.meta["tiles"]
     kernels = list(tiles.kernels.items())
     (n0, t0), (n1, t1) = kernels[0], kernels[-1]

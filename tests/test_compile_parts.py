@@ -1,0 +1,124 @@
+"""Large steps are compiled in two parts, one in a helper process: the same program, the
+same bits, a cache entry like any other, and a helper that fails costs only time."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from test_tiles import planned_step
+
+from graphc.codegen import backend, jit
+from graphc.codegen.backend import compile_jobs, native_executable
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("GRAPHC_DISABLE_CACHE", raising=False)
+    return tmp_path
+
+
+def _run(exe, arrays: list[np.ndarray]) -> list[bytes]:
+    """Outputs and updated inputs of two steps, as bytes."""
+    fresh = [a.copy() for a in arrays]
+    out = []
+    for _ in range(2):
+        out += [np.ascontiguousarray(v).tobytes() for v in exe(fresh)]
+    return out + [a.tobytes() for a in fresh]
+
+
+def _compile(graph, jobs: str, monkeypatch):
+    monkeypatch.setenv(backend.JOBS_VAR, jobs)
+    return native_executable(graph)
+
+
+def test_two_parts_run_bitwise_like_one(fresh_cache, monkeypatch):
+    graph, arrays = planned_step()
+    assert compile_jobs(graph) >= 1
+    split = _compile(graph, "2", monkeypatch)
+    assert split.compile_parts == 2 and split.compile_problems == []
+    for entry in fresh_cache.rglob("*"):
+        if entry.is_file():
+            entry.unlink()  # the whole program again, as one object
+    whole = _compile(graph, "1", monkeypatch)
+    assert whole.compile_parts == 1
+    assert _run(split, arrays) == _run(whole, arrays)
+
+
+def test_a_two_part_entry_is_a_cache_hit(fresh_cache, monkeypatch):
+    graph, arrays = planned_step()
+    first = _compile(graph, "2", monkeypatch)
+    again = _compile(graph, "2", monkeypatch)
+    assert (first.timings["cache"], again.timings["cache"]) == ("miss", "hit")
+    assert again.compile_parts == 2
+    assert _run(first, arrays) == _run(again, arrays)
+
+
+class _FailingHelper(jit.HelperProcess):
+    """A helper that exits with an error instead of compiling."""
+
+    def __init__(self) -> None:
+        import subprocess
+
+        code = "import sys; sys.stdin.buffer.read(); sys.stderr.write('no\\n'); sys.exit(3)"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+
+
+def test_a_failing_helper_leaves_its_part_to_this_process(fresh_cache, monkeypatch):
+    graph, arrays = planned_step()
+    monkeypatch.setattr(jit, "HelperProcess", _FailingHelper)
+    exe = _compile(graph, "2", monkeypatch)
+    assert exe.compile_parts == 2
+    assert len(exe.compile_problems) == 1 and "status 3" in exe.compile_problems[0]
+    monkeypatch.undo()
+    monkeypatch.setenv("GRAPHC_DISABLE_CACHE", "1")
+    assert _run(exe, arrays) == _run(native_executable(graph), arrays)
+
+
+def test_small_graphs_and_the_knob(monkeypatch):
+    graph, _ = planned_step()
+    monkeypatch.setenv(backend.JOBS_VAR, "3")
+    assert compile_jobs(graph) == 3
+    monkeypatch.setenv(backend.JOBS_VAR, "0")
+    with pytest.raises(ValueError, match="GRAPHC_COMPILE_JOBS='0'"):
+        compile_jobs(graph)
+    monkeypatch.setattr(backend, "SPLIT_MIN_CONTRACTIONS", 1000)
+    monkeypatch.setenv(backend.JOBS_VAR, "2")
+    assert compile_jobs(graph) == 1
+
+
+def test_damaged_payloads_are_misses():
+    objs = [b"abc", b"", b"defg"]
+    packed = backend._pack(objs)
+    assert backend._unpack(packed) == objs
+    for bad in (None, b"", packed[:-1], packed + b"x", b"\x00\x00\x00\x00"):
+        assert backend._unpack(bad) is None
+
+
+def test_an_error_while_lowering_does_not_leave_a_helper_behind(fresh_cache, monkeypatch):
+    graph, _ = planned_step()
+    started = []
+
+    class Recorded(jit.HelperProcess):
+        def __init__(self) -> None:
+            super().__init__()
+            started.append(self)
+
+    def broken_lower(*args, **kwargs):
+        raise NotImplementedError("no lowering for this test")
+
+    import graphc.codegen.lower as lowering
+
+    monkeypatch.setattr(jit, "HelperProcess", Recorded)
+    monkeypatch.setattr(lowering, "lower", broken_lower)
+    monkeypatch.setenv(backend.JOBS_VAR, "2")
+    with pytest.raises(NotImplementedError):
+        native_executable(graph)
+    assert len(started) == 1 and started[0].proc.returncode is not None
