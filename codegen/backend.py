@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import struct
@@ -11,24 +10,11 @@ import time
 from graphc import debug
 from graphc.codegen import cache, jit
 from graphc.codegen.target import Target, host_target
+from graphc.distributed.group import launched_size
 from graphc.ir import Graph
 from graphc.passes.tiles import TILED_KINDS, VectorUnit
 from graphc.runtime import NativeExecutable, OutputSlot
-
-
-@functools.cache
-def _load_system_libraries() -> None:
-    """Generated code calls libc (clock_gettime) and libm (tanhf, expf); make their symbols
-    visible to the JIT's resolver and to its check for unresolved externals."""
-    import ctypes.util
-
-    import llvmlite.binding as llvm
-
-    for name in ("c", "m"):
-        path = ctypes.util.find_library(name)
-        if path:
-            llvm.load_library_permanently(path)
-
+from graphc.threads import get_num_threads, usable_cores
 
 ENTRY = "graphc_entry"  # the symbol codegen/lower.py emits
 
@@ -45,19 +31,19 @@ JOBS_VAR = "GRAPHC_COMPILE_JOBS"
 
 
 def compile_jobs(graph: Graph) -> int:
-    """How many processes compile this graph's kernels: GRAPHC_COMPILE_JOBS, else 2 when
-    this process has two cores to itself (not one of several MPI ranks); 1 for small
-    graphs."""
+    """How many processes compile this graph's kernels: GRAPHC_COMPILE_JOBS if set; else 2
+    when this process may use two cores and two threads (graphc.set_num_threads), is not
+    one of several MPI ranks and can start a helper; 1 for graphs with fewer than
+    SPLIT_MIN_CONTRACTIONS convolution and matmul kernels."""
     value = os.environ.get(JOBS_VAR, "").strip()
     if value:
         if not value.isdigit() or int(value) < 1:
             raise ValueError(f"{JOBS_VAR}={value!r}: expected a positive whole number")
         jobs = int(value)
+    elif launched_size() > 1 or not jit.helpers_possible():
+        jobs = 1
     else:
-        from graphc.distributed.group import launched_size
-        from graphc.threads import usable_cores
-
-        jobs = 1 if launched_size() > 1 else min(2, usable_cores())
+        jobs = min(2, usable_cores(), get_num_threads())
     kernels = graph.meta["schedule"].kernels
     contractions = sum(k.kind in TILED_KINDS for k in kernels)
     return jobs if contractions >= SPLIT_MIN_CONTRACTIONS else 1
@@ -112,7 +98,7 @@ def native_executable(
 ) -> NativeExecutable:
     """`profile` and `fault` build instrumented variants (see codegen/lower.py)."""
     t0 = time.perf_counter()
-    _load_system_libraries()
+    jit.load_system_libraries()
     target = host_target()
     # The structural hash leaves the memory plan out, but one graph can carry several plans
     # (plan_memory(reuse=False) for graphc check): the plan is part of the key.
@@ -144,8 +130,9 @@ def native_executable(
         finally:  # (a no-op for helpers that finished; an error must not leave them waiting)
             for helper in helpers:
                 helper.kill()
-        cache.store(key, _pack(objs))
     library = jit.load_object(objs, [ENTRY], times)
+    if timings["cache"] == "miss":  # stored once it has linked: a bad object is never cached
+        cache.store(key, _pack(objs))
     timings.update(
         llvm_optimize=times.optimize, llvm_codegen=times.codegen + times.parse, link=times.link
     )
@@ -169,10 +156,15 @@ def native_executable(
         from graphc.codegen.lower import lower
 
         lowered = lowered or lower(graph, target, profile=profile, fault=fault)
-        exe.debug_sections = [("LLVM IR", str(m)) for m in lowered.parts]
+        parts = lowered.parts
+        named = [
+            (f" (part {i + 1} of {len(parts)})" if len(parts) > 1 else "", m)
+            for i, m in enumerate(parts)
+        ]
+        exe.debug_sections = [(f"LLVM IR{what}", str(m)) for what, m in named]
         if debug.level() >= 4:
             exe.debug_sections += [
-                ("assembly", jit.emit_assembly(m, target)) for m in lowered.parts
+                (f"assembly{what}", jit.emit_assembly(m, target)) for what, m in named
             ]
     return exe
 

@@ -14,8 +14,10 @@ LLJIT does not optimise what it is given, so `optimize` runs the new pass manage
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -50,6 +52,18 @@ class CompileTimes:
         ms = {k: 1e3 * v for k, v in vars(self).items()}
         parts = ", ".join(f"{k} {v:.1f} ms" for k, v in ms.items())
         return f"{parts} (total {1e3 * self.total:.1f} ms)"
+
+
+@functools.cache
+def load_system_libraries() -> None:
+    """Generated code calls libc (clock_gettime) and libm (tanhf, expf); make their symbols
+    visible to the JIT's resolver and to its check for unresolved externals."""
+    import ctypes.util
+
+    for name in ("c", "m"):
+        path = ctypes.util.find_library(name)
+        if path:
+            llvm.load_library_permanently(path)
 
 
 # llvmlite parses into LLVM's global context, which is not thread-safe: one lock around
@@ -133,42 +147,76 @@ def emit_object(
 
 # ---- compiling parts of a module in helper processes -------------------------------------------
 
-HELPER_TIMEOUT_S = 300.0  # a helper that takes longer is killed and its part compiled here
+# A helper gets this long, plus HELPER_SLACK times what this process's own part took, before
+# it is killed and its part compiled here (a loaded machine can slow both alike).
+HELPER_TIMEOUT_S = 30.0
+HELPER_SLACK = 4.0
+
+
+def helpers_possible() -> bool:
+    """Whether a helper can be this Python: not in a frozen app, whose executable would run
+    the app again instead of the worker."""
+    return not getattr(sys, "frozen", False) and bool(sys.executable)
 
 
 class HelperProcess:
-    """A `python -m graphc.codegen.compile_worker` child. Started before the IR is ready so
-    its start-up (an interpreter and the imports, ~0.2 s) overlaps the lowering."""
+    """A `python -m graphc.codegen.compile_worker` child (see compile_worker.py for the
+    protocol). Started before the IR is ready so its start-up (an interpreter and the
+    imports, ~0.2 s) overlaps the lowering. It imports graphc from this process's sys.path,
+    and never starts helpers of its own."""
 
-    def __init__(self) -> None:
+    def __init__(self, argv: Sequence[str] = ()) -> None:
+        """`argv`: another command in the worker's place (tests use broken ones)."""
+        from graphc.codegen.compile_worker import FRAME, MAGIC
+
+        self.frame, self.magic = FRAME, MAGIC
+        env = dict(os.environ, GRAPHC_COMPILE_JOBS="1")
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "graphc.codegen.compile_worker"],
+            list(argv) or [sys.executable, "-P", "-m", "graphc.codegen.compile_worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            env=env,
         )
+        self.writer: threading.Thread | None = None
+        self.write_error: OSError | None = None
 
     def send(self, text: str, target: Target, opt: int) -> None:
-        header = json.dumps({"target": dataclasses.asdict(target), "opt": opt})
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(header.encode() + b"\n" + text.encode())
-        self.proc.stdin.close()  # end of input: the helper starts compiling
-        self.proc.stdin = None  # (so communicate() does not flush it again)
+        """Hands the helper its part, from a thread: a helper that does not read must not
+        block this process (result() then times out)."""
+        data = text.encode()
+        header = json.dumps({"target": dataclasses.asdict(target), "opt": opt, "bytes": len(data)})
+        stdin = self.proc.stdin
+        self.proc.stdin = None  # ours to close (communicate() must not flush it again)
+
+        def write() -> None:
+            try:
+                stdin.write(header.encode() + b"\n" + data)
+                stdin.close()
+            except OSError as e:  # the helper is gone: result() says so
+                self.write_error = e
+
+        self.writer = threading.Thread(target=write, name="graphc-helper-input", daemon=True)
+        self.writer.start()
 
     def result(self, timeout: float = HELPER_TIMEOUT_S) -> bytes:
         out, err = self.proc.communicate(timeout=timeout)
-        if self.proc.returncode != 0 or not out:
-            reason = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        if self.proc.returncode != 0:
+            reason = err.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
+            if self.write_error is not None:
+                reason = [f"{reason[0]} ({self.write_error})"]
             raise JitError(f"helper exited with status {self.proc.returncode}: {reason[0]}")
-        return out
+        head = self.frame.size
+        magic, length = self.frame.unpack(out[:head]) if len(out) >= head else (b"", -1)
+        if magic != self.magic or len(out) != head + length:
+            raise JitError(f"helper wrote {len(out)} bytes that are not one framed object")
+        return out[head:]
 
     def kill(self) -> None:
         """End the helper (if it still runs) and reap it."""
         if self.proc.poll() is None:
             self.proc.kill()
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
-            self.proc.stdin = None
         self.proc.communicate()
 
 
@@ -181,33 +229,28 @@ def emit_objects(
 ) -> tuple[list[bytes], list[str]]:
     """Object code for each module: the first compiled here, each other one by a helper while
     this one runs (or here, after, if its helper is missing or fails). Returns the objects and
-    what went wrong with helpers (empty when nothing did)."""
+    what went wrong with helpers (empty when nothing did). The caller kills the helpers when
+    this raises."""
     times = times if times is not None else CompileTimes()
     problems: list[str] = []
     t0 = time.perf_counter()
     texts = [str(m) for m in modules]
-    sent: list[HelperProcess | None] = []
-    for text, helper in zip(texts[1:], list(helpers) + [None] * len(texts), strict=False):
-        try:
-            if helper is not None:
-                helper.send(text, target, opt)
-        except OSError as e:
-            problems.append(f"helper could not take its part: {e}")
-            helper.kill()
-            helper = None
-        sent.append(helper)
-    for extra in helpers[len(sent) :]:
-        extra.kill()
+    sent: list[HelperProcess | None] = list(helpers[: len(texts) - 1])
+    sent += [None] * (len(texts) - 1 - len(sent))
+    for text, helper in zip(texts[1:], sent, strict=True):
+        if helper is not None:
+            helper.send(text, target, opt)
     t1 = time.perf_counter()
     others = [
         f.name for m in modules[1:] for f in m.functions if not f.is_declaration and f.linkage == ""
     ]
     objs = [emit_object(texts[0], target, opt, times, siblings=others)]
+    own = time.perf_counter() - t1
     times.parse += t1 - t0
     for text, helper in zip(texts[1:], sent, strict=True):
         if helper is not None:
             try:
-                objs.append(helper.result())
+                objs.append(helper.result(HELPER_TIMEOUT_S + HELPER_SLACK * own))
                 continue
             except (JitError, OSError, subprocess.TimeoutExpired) as e:
                 problems.append(str(e))

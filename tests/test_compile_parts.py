@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 from test_tiles import planned_step
 
+import graphc.nn.functional as F
 from graphc.codegen import backend, jit
 from graphc.codegen.backend import compile_jobs, native_executable
+from graphc.codegen.lower import lower
+from graphc.codegen.target import host_target
 
 
 @pytest.fixture
@@ -36,7 +39,9 @@ def _compile(graph, jobs: str, monkeypatch):
 
 def test_two_parts_run_bitwise_like_one(fresh_cache, monkeypatch):
     graph, arrays = planned_step()
-    assert compile_jobs(graph) >= 1
+    parts = lower(graph, host_target(), parts=2).parts
+    defined = [[f.name for f in m.functions if not f.is_declaration] for m in parts]
+    assert all(len(names) >= 3 for names in defined), defined  # kernels in both parts
     split = _compile(graph, "2", monkeypatch)
     assert split.compile_parts == 2 and split.compile_problems == []
     for entry in fresh_cache.rglob("*"):
@@ -56,30 +61,58 @@ def test_a_two_part_entry_is_a_cache_hit(fresh_cache, monkeypatch):
     assert _run(first, arrays) == _run(again, arrays)
 
 
-class _FailingHelper(jit.HelperProcess):
-    """A helper that exits with an error instead of compiling."""
+def _helper_running(code: str):
+    """A HelperProcess class whose process runs `code` instead of the worker."""
 
-    def __init__(self) -> None:
-        import subprocess
+    class Broken(jit.HelperProcess):
+        def __init__(self) -> None:
+            super().__init__([sys.executable, "-c", code])
 
-        code = "import sys; sys.stdin.buffer.read(); sys.stderr.write('no\\n'); sys.exit(3)"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", code],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+    return Broken
 
 
-def test_a_failing_helper_leaves_its_part_to_this_process(fresh_cache, monkeypatch):
+WORKER = "from graphc.codegen.compile_worker import main; sys.exit(main())"
+BROKEN = {
+    "exits at once": ("import sys; sys.exit(3)", "status 3"),
+    "fails after reading": (
+        "import sys; sys.stdin.buffer.read(); sys.stderr.write('no\\n'); sys.exit(3)",
+        "status 3: no",
+    ),
+    "never reads": ("import time; time.sleep(60)", "timed out"),
+    "writes junk first": (f"import sys; sys.stdout.write('junk'); {WORKER}", "not one framed"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_a_broken_helper_leaves_its_part_to_this_process(case, fresh_cache, monkeypatch):
+    code, problem = BROKEN[case]
     graph, arrays = planned_step()
-    monkeypatch.setattr(jit, "HelperProcess", _FailingHelper)
+    monkeypatch.setattr(jit, "HelperProcess", _helper_running(code))
+    monkeypatch.setattr(jit, "HELPER_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(jit, "HELPER_SLACK", 0.0)
     exe = _compile(graph, "2", monkeypatch)
     assert exe.compile_parts == 2
-    assert len(exe.compile_problems) == 1 and "status 3" in exe.compile_problems[0]
+    assert len(exe.compile_problems) == 1 and problem in exe.compile_problems[0]
     monkeypatch.undo()
     monkeypatch.setenv("GRAPHC_DISABLE_CACHE", "1")
     assert _run(exe, arrays) == _run(native_executable(graph), arrays)
+
+
+def test_a_working_helper_compiles_its_part(fresh_cache, monkeypatch):
+    """The real worker, run through the same broken-helper plumbing: no problems."""
+    graph, _ = planned_step()
+    monkeypatch.setattr(jit, "HelperProcess", _helper_running("import sys; " + WORKER))
+    exe = _compile(graph, "2", monkeypatch)
+    assert exe.compile_parts == 2 and exe.compile_problems == []
+
+
+def test_a_part_calling_libm_compiles_in_the_helper(fresh_cache, monkeypatch):
+    """tanh lowers to a libm call, which the helper must resolve like this process does."""
+    graph, _ = planned_step(activation=F.tanh)
+    parts = lower(graph, host_target(), parts=2).parts
+    assert "tanhf" in str(parts[1])
+    exe = _compile(graph, "2", monkeypatch)
+    assert exe.compile_parts == 2 and exe.compile_problems == []
 
 
 def test_small_graphs_and_the_knob(monkeypatch):
@@ -91,6 +124,21 @@ def test_small_graphs_and_the_knob(monkeypatch):
         compile_jobs(graph)
     monkeypatch.setattr(backend, "SPLIT_MIN_CONTRACTIONS", 1000)
     monkeypatch.setenv(backend.JOBS_VAR, "2")
+    assert compile_jobs(graph) == 1
+
+
+def test_one_process_per_rank_under_mpi_and_with_one_thread(monkeypatch):
+    graph, _ = planned_step()
+    monkeypatch.delenv(backend.JOBS_VAR, raising=False)
+    monkeypatch.setattr(backend, "usable_cores", lambda: 2)
+    monkeypatch.setattr(backend, "get_num_threads", lambda: 2)
+    monkeypatch.delenv("PMI_SIZE", raising=False)
+    monkeypatch.delenv("OMPI_COMM_WORLD_SIZE", raising=False)
+    assert compile_jobs(graph) == 2
+    monkeypatch.setenv("PMI_SIZE", "2")
+    assert compile_jobs(graph) == 1
+    monkeypatch.delenv("PMI_SIZE")
+    monkeypatch.setattr(backend, "get_num_threads", lambda: 1)
     assert compile_jobs(graph) == 1
 
 

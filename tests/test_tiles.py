@@ -45,23 +45,24 @@ from graphc.passes.tiles import (
 class Net(nn.Module):
     """Padded, strided and grouped convolutions, and linear layers: every tiled kernel kind."""
 
-    def __init__(self):
+    def __init__(self, activation=F.relu):
         super().__init__()
+        self.act = activation
         self.c1 = nn.Conv2d(3, 8, 3, padding=1)
         self.c2 = nn.Conv2d(8, 8, 3, padding=1, groups=2)
         self.c3 = nn.Conv2d(8, 16, 5)
         self.fc = nn.Linear(16 * 4 * 4, 10)
 
     def forward(self, x):
-        x = F.max_pool2d(F.relu(self.c1(x)), 2)
-        x = F.relu(self.c2(x))
-        return self.fc(F.relu(self.c3(x)).flatten(1))
+        x = F.max_pool2d(self.act(self.c1(x)), 2)
+        x = self.act(self.c2(x))
+        return self.fc(self.act(self.c3(x)).flatten(1))
 
 
-def planned_step(batch: int = 6) -> tuple[Graph, list[np.ndarray]]:
+def planned_step(batch: int = 6, activation=F.relu) -> tuple[Graph, list[np.ndarray]]:
     """The optimised training graph of Net (planned for the host's vectors) and its inputs."""
     graphc.manual_seed(0)
-    net = Net()
+    net = Net(activation)
     opt = graphc.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
 
     def step(x, y):
