@@ -261,16 +261,6 @@ def _channel_cost(p: DirectConv, lanes: int, plan: ChannelPlan, regs: int) -> fl
     return cost
 
 
-def choose_direct_plan(p: DirectConv, lanes: int, regs: int) -> WidthPlan | ChannelPlan | None:
-    """The plan with the lowest estimated cycles that fits the vector registers and the
-    stack, or None when no vector schedule applies."""
-    return _cheapest(direct_plan_options(p, lanes, regs))
-
-
-def _cheapest(options: list[tuple[float, object]]):
-    return min(options, key=lambda o: o[0])[1] if options else None
-
-
 def direct_plan_options(
     p: DirectConv, lanes: int, regs: int
 ) -> list[tuple[float, WidthPlan | ChannelPlan]]:
@@ -331,11 +321,6 @@ def conv_axes(geo: ConvGeometry) -> tuple[AxisGeometry, AxisGeometry]:
         AxisGeometry(geo.oh, geo.h, geo.kh, sh, dh, ph),
         AxisGeometry(geo.ow, geo.w, geo.kw, sw, dw, pw),
     )
-
-
-def choose_wgrad_plan(geo: ConvGeometry, lanes: int, regs: int) -> WidthWPlan | ChannelWPlan | None:
-    """The cheaper vector schedule that fits registers and scratch, or None (generic)."""
-    return _cheapest(wgrad_plan_options(geo, lanes, regs))
 
 
 def wgrad_plan_options(

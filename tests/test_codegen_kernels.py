@@ -219,14 +219,18 @@ def check_case(lib: jit.JitLibrary, case: Case, rng) -> None:
     tol = 1e-5 if case.dtype == "float32" else 1e-12
     scale = 1.0 + np.abs(ref).max()  # sums of many terms: error relative to the magnitude
     np.testing.assert_allclose(out, ref, rtol=0, atol=tol * scale * 4)
-    # Any split of the units must give bitwise the same result.
+    assert_any_split_matches(addr, spec, out0, ins, out, "")
+
+
+def assert_any_split_matches(addr, spec, out0, ins, out, what: str) -> None:
+    """Any split of the work units (run from the initial `out0`) gives bitwise `out`."""
     extent = spec.parallel_extent
     for k in sorted({1, extent // 2, extent - 1}):
         if 0 < k < extent:
             part = out0.copy()
             run_kernel(addr, spec, part, *ins, lo=0, hi=k)
             run_kernel(addr, spec, part, *ins, lo=k, hi=extent)
-            assert np.array_equal(part, out, equal_nan=True), f"split at {k} differs"
+            assert np.array_equal(part, out, equal_nan=True), f"split at {k} differs {what}"
 
 
 # ---- the host target --------------------------------------------------------------------------
@@ -371,13 +375,7 @@ def test_conv_nonfinite_inputs_give_the_references_nan_and_inf(host_lib, case, r
         finite = np.isfinite(ref)
         scale = 1.0 + np.abs(ref[finite]).max(initial=0)
         np.testing.assert_allclose(out[finite], ref[finite], rtol=0, atol=tol * scale * 4)
-        extent = spec.parallel_extent
-        for k in sorted({1, extent // 2, extent - 1}):
-            if 0 < k < extent:
-                part = out0.copy()
-                run_kernel(addr, spec, part, *ins, lo=0, hi=k)
-                run_kernel(addr, spec, part, *ins, lo=k, hi=extent)
-                assert np.array_equal(part, out, equal_nan=True), f"split at {k}, {what}"
+        assert_any_split_matches(addr, spec, out0, ins, out, what)
 
 
 def test_out_of_range_units_are_clamped(host_lib, rng):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
 import pytest
+from test_parallel_native import run_twice
 from test_tiles import planned_step
 
 import graphc.nn.functional as F
@@ -21,15 +21,6 @@ def fresh_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("GRAPHC_DISABLE_CACHE", raising=False)
     return tmp_path
-
-
-def _run(exe, arrays: list[np.ndarray]) -> list[bytes]:
-    """Outputs and updated inputs of two steps, as bytes."""
-    fresh = [a.copy() for a in arrays]
-    out = []
-    for _ in range(2):
-        out += [np.ascontiguousarray(v).tobytes() for v in exe(fresh)]
-    return out + [a.tobytes() for a in fresh]
 
 
 def _compile(graph, jobs: str, monkeypatch):
@@ -49,7 +40,7 @@ def test_two_parts_run_bitwise_like_one(fresh_cache, monkeypatch):
             entry.unlink()  # the whole program again, as one object
     whole = _compile(graph, "1", monkeypatch)
     assert whole.compile_parts == 1
-    assert _run(split, arrays) == _run(whole, arrays)
+    assert run_twice(split, arrays) == run_twice(whole, arrays)
 
 
 def test_a_two_part_entry_is_a_cache_hit(fresh_cache, monkeypatch):
@@ -58,7 +49,7 @@ def test_a_two_part_entry_is_a_cache_hit(fresh_cache, monkeypatch):
     again = _compile(graph, "2", monkeypatch)
     assert (first.timings["cache"], again.timings["cache"]) == ("miss", "hit")
     assert again.compile_parts == 2
-    assert _run(first, arrays) == _run(again, arrays)
+    assert run_twice(first, arrays) == run_twice(again, arrays)
 
 
 def _helper_running(code: str):
@@ -95,7 +86,7 @@ def test_a_broken_helper_leaves_its_part_to_this_process(case, fresh_cache, monk
     assert len(exe.compile_problems) == 1 and problem in exe.compile_problems[0]
     monkeypatch.undo()
     monkeypatch.setenv("GRAPHC_DISABLE_CACHE", "1")
-    assert _run(exe, arrays) == _run(native_executable(graph), arrays)
+    assert run_twice(exe, arrays) == run_twice(native_executable(graph), arrays)
 
 
 def test_a_working_helper_compiles_its_part(fresh_cache, monkeypatch):

@@ -29,6 +29,22 @@ def _src(b, out_pos, tap, stride, dilation, pad):
     return U.index(b, (out_pos, stride), (tap, dilation), -pad)
 
 
+def _g_at(b: ir.IRBuilder, geo: ConvGeometry, n, o, y, x) -> ir.Value:
+    """Index of out[n, o, y, x] (or of the cotangent g, which has its shape)."""
+    return U.index(b, (n, geo.o * geo.oh * geo.ow), (o, geo.oh * geo.ow), (y, geo.ow), (x, 1))
+
+
+def _x_at(b: ir.IRBuilder, geo: ConvGeometry, n, c, y, x) -> ir.Value:
+    """Index of x[n, c, y, x] (or of dx, which has its shape)."""
+    return U.index(b, (n, geo.c * geo.h * geo.w), (c, geo.h * geo.w), (y, geo.w), (x, 1))
+
+
+def _w_at(b: ir.IRBuilder, geo: ConvGeometry, o, c, i, j) -> ir.Value:
+    """Index of weight[o, c, i, j] (c within the group)."""
+    kk = geo.kh * geo.kw
+    return U.index(b, (o, geo.cg * kk), (c, kk), (i, geo.kw), (j, 1))
+
+
 class _Acc:
     def __init__(self, b: ir.IRBuilder, elem: ir.Type):
         self.b, self.elem = b, elem
@@ -89,19 +105,11 @@ def forward_loops(kf: KernelFunction, geo: ConvGeometry, elem, epi: Epilogue, *,
                                     if exact:
                                         ok = b.and_(ok, row_ok)
                                     xi = U.index(b, (ch, geo.h * geo.w), (iy, geo.w), (ix, 1))
-                                    wi = U.index(
-                                        b,
-                                        (o, geo.cg * geo.kh * geo.kw),
-                                        (c, geo.kh * geo.kw),
-                                        (i, geo.kw),
-                                        (j, 1),
-                                    )
+                                    wi = _w_at(b, geo, o, c, i, j)
                                     xv = _load_where(b, ptr["x"], elem, xi, ok if exact else None)
                                     acc.add(xv, _load(b, ptr["w"], elem, wi))
                 bias = _load(b, ptr["bias"], elem, o) if epi.bias else None
-                oi = U.index(
-                    b, (n, geo.o * geo.oh * geo.ow), (o, geo.oh * geo.ow), (y, geo.ow), (x, 1)
-                )
+                oi = _g_at(b, geo, n, o, y, x)
                 b.store(epi.apply(b, acc.value(), bias, None), U.gep(b, ptr["out"], elem, oi))
 
 
@@ -142,24 +150,12 @@ def input_grad_loops(kf: KernelFunction, geo: ConvGeometry, elem, *, exact: bool
                                 tx = U.index(b, (x, 1), (j, -dw), pw)
                                 ox = b.sdiv(tx, U.i64(sw))
                                 with b.if_then(b.and_(_exact(b, tx, sw), _in_range(b, ox, geo.ow))):
-                                    gi = U.index(
-                                        b,
-                                        (n, geo.o * geo.oh * geo.ow),
-                                        (o, geo.oh * geo.ow),
-                                        (oy, geo.ow),
-                                        (ox, 1),
-                                    )
-                                    wi = U.index(
-                                        b,
-                                        (o, geo.cg * geo.kh * geo.kw),
-                                        (c_rel, geo.kh * geo.kw),
-                                        (i, geo.kw),
-                                        (j, 1),
-                                    )
+                                    gi = _g_at(b, geo, n, o, oy, ox)
+                                    wi = _w_at(b, geo, o, c_rel, i, j)
                                     acc.add(
                                         _load(b, ptr["g"], elem, gi), _load(b, ptr["w"], elem, wi)
                                     )
-                di = U.index(b, (n, geo.c * geo.h * geo.w), (c, geo.h * geo.w), (y, geo.w), (x, 1))
+                di = _x_at(b, geo, n, c, y, x)
                 b.store(acc.value(), U.gep(b, ptr["out"], elem, di))
 
 
@@ -209,23 +205,11 @@ def weight_grad_output(b, ptr, geo: ConvGeometry, elem, o, c, i, j, *, exact: bo
                     with _unless_exact(b, ok, exact):
                         if exact:
                             ok = b.and_(ok, row_ok)
-                        gi = U.index(
-                            b,
-                            (n, geo.o * geo.oh * geo.ow),
-                            (o, geo.oh * geo.ow),
-                            (y, geo.ow),
-                            (x, 1),
-                        )
-                        xi = U.index(
-                            b,
-                            (n, geo.c * geo.h * geo.w),
-                            (ch, geo.h * geo.w),
-                            (iy, geo.w),
-                            (ix, 1),
-                        )
+                        gi = _g_at(b, geo, n, o, y, x)
+                        xi = _x_at(b, geo, n, ch, iy, ix)
                         xv = _load_where(b, ptr["x"], elem, xi, ok if exact else None)
                         acc.add(_load(b, ptr["g"], elem, gi), xv)
-    wi = U.index(b, (o, geo.cg * geo.kh * geo.kw), (c, geo.kh * geo.kw), (i, geo.kw), (j, 1))
+    wi = _w_at(b, geo, o, c, i, j)
     b.store(acc.value(), U.gep(b, ptr["out"], elem, wi))
 
 
