@@ -9,7 +9,9 @@ object code. A truncated or corrupted entry fails the checksum and is rebuilt, n
 Writes go to a temporary file in the same directory, are fsynced and renamed into place, so
 concurrent writers and crashes never leave a partial entry under the final name.
 
-Location: $GRAPHC_CACHE_DIR, else $XDG_CACHE_HOME/graphc, else ~/.cache/graphc.
+Location: $GRAPHC_CACHE_DIR, else $XDG_CACHE_HOME/graphc, else ~/.cache/graphc: a step's
+objects at the top, each kernel code's object (shared by every step that calls it, see
+passes/share.py) under kernels/.
 GRAPHC_DISABLE_CACHE=1 turns it off.
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import struct
 import tempfile
@@ -59,12 +62,13 @@ def compiler_digest() -> str:
     return h.hexdigest()
 
 
-def load(key: str) -> bytes | None:
-    """The cached object for `key`, or None (missing, disabled, or failing its checksum)."""
+def load(key: str, group: str = "") -> bytes | None:
+    """The cached object for `key`, or None (missing, disabled, or failing its checksum).
+    `group`: a subdirectory (compiled kernels live in "kernels", steps at the top)."""
     root = cache_dir()
     if root is None:
         return None
-    path = root / f"{key}.o"
+    path = root / group / f"{key}.o"
     try:
         data = path.read_bytes()
     except OSError:
@@ -81,11 +85,12 @@ def load(key: str) -> bytes | None:
     return payload
 
 
-def store(key: str, payload: bytes) -> None:
+def store(key: str, payload: bytes, group: str = "") -> None:
     """Writes an entry atomically; failures (read-only disk, full disk) only cost a rebuild."""
     root = cache_dir()
     if root is None:
         return
+    root = root / group
     try:
         root.mkdir(parents=True, exist_ok=True)
         blob = MAGIC + _HEADER.pack(len(payload), hashlib.sha256(payload).digest()) + payload
@@ -101,6 +106,29 @@ def store(key: str, payload: bytes) -> None:
                 os.unlink(tmp)
     except OSError:
         return
+
+
+_RECORD = struct.Struct("<I")
+
+
+def pack_kernel(record: dict, obj: bytes) -> bytes:
+    """One kernel's cache payload: how to call it (JSON, see codegen/lower.KernelModule),
+    then its object code."""
+    text = json.dumps(record, sort_keys=True).encode()
+    return _RECORD.pack(len(text)) + text + obj
+
+
+def unpack_kernel(payload: bytes | None) -> tuple[dict, bytes] | None:
+    """(record, object) of a payload from pack_kernel; None (a miss) if it is not one."""
+    if payload is None or len(payload) < _RECORD.size:
+        return None
+    (n,) = _RECORD.unpack_from(payload)
+    try:
+        record = json.loads(payload[_RECORD.size : _RECORD.size + n])
+    except ValueError:
+        return None
+    obj = payload[_RECORD.size + n :]
+    return (record, obj) if isinstance(record, dict) and obj else None
 
 
 def _discard(path: Path) -> None:

@@ -1,15 +1,17 @@
-"""A helper process that compiles one part of a step's LLVM IR while its parent compiles the
-rest (codegen/jit.py, HelperProcess): llvmlite holds one lock around every LLVM call, so a
-second thread could not help, but a second process can.
+"""A helper process that compiles some of a step's kernel modules while its parent compiles
+the rest (codegen/jit.py, HelperProcess): llvmlite holds one lock around every LLVM call, so
+a second thread could not help, but a second process can.
 
-stdin: one line of JSON ({"target": the Target's fields, "opt": level, "bytes": n}), then n
-bytes of IR text (read by count, not to end-of-file: a process forked meanwhile may hold the
-pipe open). stdout: FRAME (the object's length), then the object code. Exit status 0, or 1
-with the reason on stderr.
+stdin: one line of JSON ({"target": the Target's fields, "opt": level, "bytes": [n, ...]}),
+then the IR text of each module, n bytes each (read by count, not to end-of-file: a process
+forked meanwhile may hold the pipe open). stdout, per module in order: FRAME (magic, length
+of what follows), a 4-byte little-endian length and that much JSON (the module's
+CompileTimes), then the object code. Exit status 0, or 1 with the reason on stderr.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
 import sys
@@ -24,15 +26,26 @@ def main() -> int:
 
     try:
         header = json.loads(sys.stdin.buffer.readline())
-        data = sys.stdin.buffer.read(int(header["bytes"]))
-        if len(data) != int(header["bytes"]):
-            raise EOFError(f"expected {header['bytes']} bytes of IR, got {len(data)}")
+        sizes = [int(n) for n in header["bytes"]]
+        texts = []
+        for n in sizes:
+            data = sys.stdin.buffer.read(n)
+            if len(data) != n:
+                raise EOFError(f"expected {n} bytes of IR, got {len(data)}")
+            texts.append(data.decode())
         jit.load_system_libraries()
-        obj = jit.emit_object(data.decode(), Target(**header["target"]), int(header["opt"]))
-    except Exception as e:  # any failure: the parent compiles this part itself
+        target, opt = Target(**header["target"]), int(header["opt"])
+        out = []
+        for text in texts:
+            times = jit.CompileTimes()
+            obj = jit.emit_object(text, target, opt, times)
+            stamp = json.dumps(dataclasses.asdict(times)).encode()
+            body = len(stamp).to_bytes(4, "little") + stamp + obj
+            out.append(FRAME.pack(MAGIC, len(body)) + body)
+    except Exception as e:  # any failure: the parent compiles these modules itself
         print(f"graphc compile worker: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
-    sys.stdout.buffer.write(FRAME.pack(MAGIC, len(obj)) + obj)
+    sys.stdout.buffer.write(b"".join(out))
     sys.stdout.buffer.flush()
     return 0
 

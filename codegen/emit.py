@@ -49,9 +49,10 @@ def nest(
     body: Callable[[list], None],
     label: str,
     hints: LoopHints | None = None,
+    outer: LoopHints | None = None,
 ) -> None:
     """Loops over `ranges` [(start, stop), ...] (outermost first) around body(indices);
-    `hints` applies to the innermost loop."""
+    `hints` applies to the innermost loop, `outer` to the others."""
     idx: list = []
 
     def level(k: int) -> None:
@@ -59,8 +60,8 @@ def nest(
             body(idx)
             return
         start, stop = ranges[k]
-        inner = hints if k == len(ranges) - 1 else None
-        with for_range(b, start, stop, name=f"{label}{k}", hints=inner) as i:
+        these = hints if k == len(ranges) - 1 else outer
+        with for_range(b, start, stop, name=f"{label}{k}", hints=these) as i:
             idx.append(i)
             level(k + 1)
             idx.pop()

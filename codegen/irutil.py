@@ -17,6 +17,7 @@ Addresses are GEPs with element indices (`gep`, `index`), never ptrtoint arithme
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -203,6 +204,16 @@ def vec(elem: ir.Type, lanes: int) -> ir.VectorType:
     return ir.VectorType(elem, lanes)
 
 
+@functools.lru_cache(maxsize=4096)
+def vconst(elem: ir.Type, values: tuple[int, ...]) -> ir.Constant:
+    """The constant vector <values> of `elem`, made once: llvmlite builds a Python constant
+    per lane, which made masks and shuffle patterns a third of a ResNet's lowering time
+    (constants have no parent, so one object serves every module)."""
+    if not any(values):
+        return ir.Constant(vec(elem, len(values)), None)  # prints as zeroinitializer
+    return ir.Constant(vec(elem, len(values)), list(values))
+
+
 def _suffix(ty: ir.Type) -> str:
     if isinstance(ty, ir.VectorType):
         return f"v{ty.count}{_suffix(ty.element)}"
@@ -252,14 +263,14 @@ def splat(builder: ir.IRBuilder, scalar: ir.Value, lanes: int, name: str = "") -
     """<lanes x T> with every lane = scalar (insertelement + zero shuffle: a broadcast)."""
     vt = vec(scalar.type, lanes)
     one = builder.insert_element(ir.Constant(vt, ir.Undefined), scalar, ir.Constant(I32, 0))
-    zeros = ir.Constant(vec(I32, lanes), [0] * lanes)
+    zeros = vconst(I32, (0,) * lanes)
     return builder.shuffle_vector(one, ir.Constant(vt, ir.Undefined), zeros, name=name)
 
 
 def lane_mask(active: int | tuple[int, int], lanes: int) -> ir.Constant:
     """<lanes x i1>: the first `active` lanes on, or lanes [lo, hi) for a pair."""
     lo, hi = (0, active) if isinstance(active, int) else active
-    return ir.Constant(vec(I1, lanes), [1 if lo <= i < hi else 0 for i in range(lanes)])
+    return vconst(I1, tuple(1 if lo <= i < hi else 0 for i in range(lanes)))
 
 
 def _full(active: int | tuple[int, int] | None, lanes: int) -> bool:
@@ -340,8 +351,8 @@ def hsum(builder: ir.IRBuilder, v: ir.Value, name: str = "hsum") -> ir.Value:
     n = v.type.count
     while n > 1:
         half = n // 2
-        lo = builder.shuffle_vector(v, v, ir.Constant(vec(I32, half), list(range(half))))
-        hi = builder.shuffle_vector(v, v, ir.Constant(vec(I32, half), list(range(half, n))))
+        lo = builder.shuffle_vector(v, v, vconst(I32, tuple(range(half))))
+        hi = builder.shuffle_vector(v, v, vconst(I32, tuple(range(half, n))))
         v = builder.fadd(lo, hi, name=f"{name}.{half}")
         n = half
     return builder.extract_element(v, ir.Constant(I32, 0), name=name)
@@ -391,8 +402,8 @@ def lane_sums(builder: ir.IRBuilder, vectors: list[ir.Value], name: str = "lsum"
         w = lanes // sources  # block of lanes per source in each vector of `cur`
         lo = [s * w + j for s in range(sources) for j in range(w // 2)]
         hi = [i + w // 2 for i in lo]
-        lo_mask = ir.Constant(vec(I32, lanes), lo + [lanes + i for i in lo])
-        hi_mask = ir.Constant(vec(I32, lanes), hi + [lanes + i for i in hi])
+        lo_mask = vconst(I32, tuple(lo + [lanes + i for i in lo]))
+        hi_mask = vconst(I32, tuple(hi + [lanes + i for i in hi]))
         cur = [
             b.fadd(
                 b.shuffle_vector(x, y, lo_mask),
@@ -408,8 +419,8 @@ def lane_sums(builder: ir.IRBuilder, vectors: list[ir.Value], name: str = "lsum"
         lo = [s * w + j for s in range(sources) for j in range(w // 2)]
         hi = [i + w // 2 for i in lo]
         v = b.fadd(
-            b.shuffle_vector(v, v, ir.Constant(vec(I32, n // 2), lo)),
-            b.shuffle_vector(v, v, ir.Constant(vec(I32, n // 2), hi)),
+            b.shuffle_vector(v, v, vconst(I32, tuple(lo))),
+            b.shuffle_vector(v, v, vconst(I32, tuple(hi))),
             name=f"{name}.w{w // 2}",
         )
         n //= 2
@@ -443,8 +454,8 @@ def transpose_square(builder: ir.IRBuilder, rows: list[ir.Value]) -> list[ir.Val
             # lanes 0..n-1 index rows[i], n..2n-1 index rows[j]
             lo = [b if not b & k else n + (b ^ k) for b in range(n)]
             hi = [(b | k) if not b & k else n + b for b in range(n)]
-            out[i] = builder.shuffle_vector(rows[i], rows[j], ir.Constant(vec(I32, n), lo))
-            out[j] = builder.shuffle_vector(rows[i], rows[j], ir.Constant(vec(I32, n), hi))
+            out[i] = builder.shuffle_vector(rows[i], rows[j], vconst(I32, tuple(lo)))
+            out[j] = builder.shuffle_vector(rows[i], rows[j], vconst(I32, tuple(hi)))
         rows = out
         k <<= 1
     return rows
@@ -462,7 +473,7 @@ def scatter(
     vt = value.type
     n = vt.count
     ptrs_t = vec(PTR, n)
-    ptrs = builder.gep(base, [ir.Constant(vec(I64, n), list(offsets))], source_etype=vt.element)
+    ptrs = builder.gep(base, [vconst(I64, tuple(offsets))], source_etype=vt.element)
     ptrs.type = ptrs_t  # a scalar base with a vector of offsets is a vector of pointers
     if mask is None or isinstance(mask, int | tuple):
         mask = lane_mask(n if mask is None else mask, n)
@@ -474,7 +485,7 @@ def scatter(
 
 def lanes_below(builder: ir.IRBuilder, count: ir.Value, lanes: int) -> ir.Value:
     """<lanes x i1>: lane q is on when q < count (a runtime i64)."""
-    iota = ir.Constant(vec(I64, lanes), list(range(lanes)))
+    iota = vconst(I64, tuple(range(lanes)))
     return builder.icmp_signed("<", iota, splat(builder, count, lanes), name="lanes.live")
 
 

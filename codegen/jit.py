@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import llvmlite.binding as llvm
@@ -182,36 +182,53 @@ class HelperProcess:
         self.writer: threading.Thread | None = None
         self.write_error: OSError | None = None
 
-    def send(self, text: str, target: Target, opt: int) -> None:
-        """Hands the helper its part, from a thread: a helper that does not read must not
+    def send(self, texts: Sequence[str], target: Target, opt: int) -> None:
+        """Hands the helper its modules, from a thread: a helper that does not read must not
         block this process (result() then times out)."""
-        data = text.encode()
-        header = json.dumps({"target": dataclasses.asdict(target), "opt": opt, "bytes": len(data)})
+        data = [t.encode() for t in texts]
+        header = json.dumps(
+            {"target": dataclasses.asdict(target), "opt": opt, "bytes": [len(d) for d in data]}
+        )
         stdin = self.proc.stdin
         self.proc.stdin = None  # ours to close (communicate() must not flush it again)
 
         def write() -> None:
             try:
-                stdin.write(header.encode() + b"\n" + data)
+                stdin.write(header.encode() + b"\n" + b"".join(data))
                 stdin.close()
             except OSError as e:  # the helper is gone: result() says so
                 self.write_error = e
 
         self.writer = threading.Thread(target=write, name="graphc-helper-input", daemon=True)
         self.writer.start()
+        self.count = len(data)
 
-    def result(self, timeout: float = HELPER_TIMEOUT_S) -> bytes:
+    def result(self, timeout: float = HELPER_TIMEOUT_S) -> list[tuple[bytes, CompileTimes]]:
+        """One (object, times) per module sent, in order."""
         out, err = self.proc.communicate(timeout=timeout)
         if self.proc.returncode != 0:
             reason = err.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
             if self.write_error is not None:
                 reason = [f"{reason[0]} ({self.write_error})"]
             raise JitError(f"helper exited with status {self.proc.returncode}: {reason[0]}")
-        head = self.frame.size
-        magic, length = self.frame.unpack(out[:head]) if len(out) >= head else (b"", -1)
-        if magic != self.magic or len(out) != head + length:
-            raise JitError(f"helper wrote {len(out)} bytes that are not one framed object")
-        return out[head:]
+        results = []
+        at, head = 0, self.frame.size
+        while at < len(out) and len(results) < self.count:
+            magic, length = (
+                self.frame.unpack(out[at : at + head]) if len(out) >= at + head else (b"", -1)
+            )
+            if magic != self.magic or length < 0 or at + head + length > len(out):
+                break
+            body = out[at + head : at + head + length]
+            at += head + length
+            times_len = int.from_bytes(body[:4], "little")
+            times = CompileTimes(**json.loads(body[4 : 4 + times_len]))
+            results.append((body[4 + times_len :], times))
+        if len(results) != self.count or at != len(out):
+            raise JitError(
+                f"helper wrote {len(out)} bytes that are not {self.count} framed object(s)"
+            )
+        return results
 
     def kill(self) -> None:
         """End the helper (if it still runs) and reap it."""
@@ -220,47 +237,82 @@ class HelperProcess:
         self.proc.communicate()
 
 
+@dataclass
+class CompileJob:
+    """One module to compile: `size` (its instruction count) predicts what it costs."""
+
+    name: str
+    module: ir.Module | str
+    size: int
+
+
+def assign(jobs: Sequence[CompileJob], workers: int, head_start: int = 0) -> list[list[int]]:
+    """Job indices per worker, balanced by size (largest first, each to the least loaded);
+    worker 0 (this process) starts `head_start` behind, for what else it must do."""
+    loads = [head_start] + [0] * (workers - 1)
+    out: list[list[int]] = [[] for _ in range(workers)]
+    for i in sorted(range(len(jobs)), key=lambda i: (-jobs[i].size, i)):
+        w = min(range(workers), key=lambda w: (loads[w], w))
+        out[w].append(i)
+        loads[w] += jobs[i].size
+    return out
+
+
 def emit_objects(
-    modules: Sequence[ir.Module],
+    jobs: Sequence[CompileJob],
     target: Target,
     helpers: Sequence[HelperProcess] = (),
     opt: int = 3,
     times: CompileTimes | None = None,
-) -> tuple[list[bytes], list[str]]:
-    """Object code for each module: the first compiled here, each other one by a helper while
-    this one runs (or here, after, if its helper is missing or fails). Returns the objects and
-    what went wrong with helpers (empty when nothing did). The caller kills the helpers when
-    this raises."""
+    head_start: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list[bytes], list[CompileTimes], list[str]]:
+    """Object code for each job, spread over this process and the helpers by size (see
+    assign). Returns the objects and each one's times in job order, and what went wrong with
+    helpers (empty when nothing did): a helper's jobs are compiled here if it fails. The
+    caller kills the helpers when this raises. `progress(k)` is told of each job done here."""
     times = times if times is not None else CompileTimes()
     problems: list[str] = []
     t0 = time.perf_counter()
-    texts = [str(m) for m in modules]
-    sent: list[HelperProcess | None] = list(helpers[: len(texts) - 1])
-    sent += [None] * (len(texts) - 1 - len(sent))
-    for text, helper in zip(texts[1:], sent, strict=True):
-        if helper is not None:
-            helper.send(text, target, opt)
+    shares = assign(jobs, 1 + len(helpers), head_start)
+    sent: list[tuple[HelperProcess, list[int]]] = []
+    for helper, share in zip(helpers, shares[1:], strict=False):
+        if share:
+            helper.send([str(jobs[i].module) for i in share], target, opt)
+            sent.append((helper, share))
+    objs: list[bytes | None] = [None] * len(jobs)
+    each: list[CompileTimes | None] = [None] * len(jobs)
+    times.parse += time.perf_counter() - t0
     t1 = time.perf_counter()
-    others = [
-        f.name for m in modules[1:] for f in m.functions if not f.is_declaration and f.linkage == ""
-    ]
-    objs = [emit_object(texts[0], target, opt, times, siblings=others)]
-    own = time.perf_counter() - t1
-    times.parse += t1 - t0
-    for text, helper in zip(texts[1:], sent, strict=True):
-        if helper is not None:
-            try:
-                objs.append(helper.result(HELPER_TIMEOUT_S + HELPER_SLACK * own))
-                continue
-            except (JitError, OSError, subprocess.TimeoutExpired) as e:
-                problems.append(str(e))
-                helper.kill()
+
+    def here(i: int) -> None:
         part = CompileTimes()
-        objs.append(emit_object(text, target, opt, part))
+        objs[i] = emit_object(jobs[i].module, target, opt, part)
+        each[i] = part
         times.parse += part.parse
         times.optimize += part.optimize
         times.codegen += part.codegen
-    return objs, problems
+        if progress is not None:
+            progress(i)
+
+    for i in shares[0]:
+        here(i)
+    own = time.perf_counter() - t1
+    for helper, share in sent:
+        try:
+            for i, (obj, part) in zip(
+                share, helper.result(HELPER_TIMEOUT_S + HELPER_SLACK * own), strict=True
+            ):
+                objs[i], each[i] = obj, part
+                if progress is not None:
+                    progress(i)
+            continue
+        except (JitError, OSError, subprocess.TimeoutExpired) as e:
+            problems.append(str(e))
+            helper.kill()
+        for i in share:
+            here(i)
+    return [o for o in objs if o is not None], [t for t in each if t is not None], problems
 
 
 def emit_assembly(module: ir.Module | str, target: Target | None = None, opt: int = 3) -> str:

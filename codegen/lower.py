@@ -1,4 +1,5 @@
-"""lower: a fused, memory-planned graph -> one LLVM module whose entry runs the whole step.
+"""lower: a fused, memory-planned graph -> an LLVM module whose entry runs the whole step, and
+a module of its own for each distinct kernel code it calls.
 
     i32 graphc_entry(ptr io, ptr arena, ptr threads)
 
@@ -15,10 +16,18 @@ parallel is called through a thunk `void thunk(ptr ctx, i64 lo, i64 hi)` whose c
 kernel's pointer arguments; parallel_for cuts [0, extent) into chunks and runs the thunk on
 each, on whichever threads are free. Units write disjoint outputs in a fixed order, so the
 numbers do not depend on the thread count.
+
+Kernels whose code is the same (passes/share.py: every block of a ResNet stage, every layer
+of a uniform MLP) are emitted once, under a symbol named by the code's digest, and called
+with each kernel's own buffers. A kernel module does not depend on the step that calls it,
+so the backend compiles, caches and links each one on its own.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
@@ -34,17 +43,135 @@ from graphc.ir import Graph, Node
 from graphc.passes.memory import MemoryPlan
 from graphc.passes.parallel import ParallelPlan
 from graphc.passes.schedule import Kernel, Schedule, stored_values
-from graphc.passes.tiles import Tiles, tile_plan
+from graphc.passes.share import KernelCode, SharePlan, share_plan
+from graphc.passes.tiles import TILED_KINDS, TilePlan, Tiles, tile_plan
 
 Storage = Callable[[Node], Hashable]
 
 
 @dataclass
+class KernelModule:
+    """One distinct kernel's code (passes/share.py): emitted into a module of its own, or
+    known already (from the on-disk cache: `module` is None)."""
+
+    symbol: str
+    digest: str
+    roles: tuple[int, ...]  # each pointer argument's storage class
+    parallel_extent: int
+    description: str
+    status: bool = False
+    flops: int = 0
+    module: ir.Module | None = None
+    instructions: int = 0  # LLVM instructions as emitted: what compiling it costs
+    seconds: float = 0.0  # emitting it (Python)
+    users: list[str] = field(default_factory=list)  # the kernels that call it
+
+    def spec(self, code: KernelCode) -> Spec:
+        """The call of this code by the kernel whose storage classes are `code`'s."""
+        args = [code.classes[r] for r in self.roles]
+        return Spec(
+            self.symbol, args, self.parallel_extent, self.description, self.status, self.flops
+        )
+
+    def record(self) -> dict:
+        """What the entry needs to call it, for the cache (kernels compiled before are never
+        emitted again)."""
+        return dict(
+            digest=self.digest,
+            symbol=self.symbol,
+            roles=list(self.roles),
+            parallel_extent=self.parallel_extent,
+            description=self.description,
+            status=self.status,
+            flops=self.flops,
+        )
+
+    @classmethod
+    def from_record(cls, record: dict) -> KernelModule:
+        return cls(
+            str(record["symbol"]),
+            str(record["digest"]),
+            tuple(int(r) for r in record["roles"]),
+            int(record["parallel_extent"]),
+            str(record["description"]),
+            bool(record["status"]),
+            int(record["flops"]),
+        )
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """Kernel codes compiled together, as one module, and cached as one object: a
+    contraction's code alone (it is large, and other models share it), the small codes in
+    groups (a module costs a few milliseconds of LLVM's time however small it is)."""
+
+    digests: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256("|".join(self.digests).encode()).hexdigest()
+
+    @property
+    def name(self) -> str:
+        return f"graphc.{self.key[:16]}"
+
+
+SMALL_PER_BUNDLE = 16
+
+
+def plan_bundles(graph: Graph, shared: SharePlan) -> list[Bundle]:
+    """The distinct codes of a step in bundles, in the order the schedule first calls them."""
+    kinds = {k.name: k.kind for k in graph.meta["schedule"].kernels}
+    out: list[Bundle] = []
+    small: list[str] = []
+    for digest, first in shared.first.items():
+        if kinds[first] in TILED_KINDS:
+            out.append(Bundle((digest,)))
+            continue
+        small.append(digest)
+        if len(small) == SMALL_PER_BUNDLE:
+            out.append(Bundle(tuple(small)))
+            small = []
+    if small:
+        out.append(Bundle(tuple(small)))
+    return out
+
+
+@dataclass
+class Emitted:
+    """A bundle's module, emitted now, with its codes."""
+
+    bundle: Bundle
+    module: ir.Module
+    codes: list[KernelModule] = field(default_factory=list)
+
+    @property
+    def instructions(self) -> int:
+        return sum(c.instructions for c in self.codes)
+
+
+@dataclass
 class Lowered:
-    module: ir.Module  # the entry, and the kernels of the first part
-    specs: list[Spec]  # one per kernel, in schedule order
+    module: ir.Module  # the entry: calls every kernel of the schedule in order
+    specs: list[Spec]  # one per kernel, in schedule order (shared code: the same symbol)
     kernels: list[Kernel]
-    parts: list[ir.Module] = field(default_factory=list)  # every module, `module` first
+    codes: dict[str, KernelModule] = field(default_factory=dict)  # symbol -> its code
+    emitted: list[Emitted] = field(default_factory=list)  # the bundles emitted now
+
+    @property
+    def parts(self) -> list[ir.Module]:
+        """Every module emitted: the entry first, then one per bundle of codes."""
+        return [self.module] + [e.module for e in self.emitted]
+
+    def kernel_module(self, kernel: str) -> tuple[str, ir.Module]:
+        """(symbol, module) of the code the schedule's kernel `kernel` runs."""
+        for spec, k in zip(self.specs, self.kernels, strict=True):
+            if k.name == kernel:
+                module = self.codes[spec.name].module
+                if module is None:
+                    raise KeyError(f"{kernel}: its code came from the cache, not emitted here")
+                return spec.name, module
+        raise KeyError(kernel)
 
 
 def lower(
@@ -52,51 +179,117 @@ def lower(
     target: Target | None = None,
     profile: bool = False,
     fault: str | None = None,
-    parts: int = 1,
+    known: dict[str, KernelModule] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Lowered:
     """`profile`: the entry takes a third argument, an i64 array that receives each kernel's
     nanoseconds. `fault` (a test hook for `graphc check`): after the named kernel runs, its
-    output's first element is increased by 1. `parts` > 1 spreads the kernels over that many
-    modules, balanced by instruction count, so they can be compiled in parallel (the
-    entry's module declares the others' kernels; linked, they are one program)."""
+    output's first element is increased by 1. Kernels that share code (passes/share.py) are
+    emitted once, into the module of their bundle (plan_bundles), so that each bundle can be
+    compiled, cached and linked on its own; `known` (digest -> code) are compiled already
+    and not emitted. `progress(done, total)` is told of each code emitted."""
     target = target or host_target()
-    tiles = graph.meta.get("tiles")
-    if tiles is None or not tiles.fits(graph, target.vector_unit()):
-        # Planned for other vectors or other kernels (or not at all): the plan_tiles pass
-        # again, for these.
-        tiles = tile_plan(graph, target.vector_unit())
+    tiles, shared = kernel_plans(graph, target)
     schedule: Schedule = graph.meta["schedule"]
     plan: MemoryPlan = graph.meta["memory"]
     stored = set(stored_values(graph, schedule))
+    known = known or {}
+    emitted: dict[str, Emitted] = {}  # digest -> its bundle's module
+    for bundle in plan_bundles(graph, shared):
+        if not all(d in known for d in bundle.digests):
+            module = ir.Module(name=bundle.name)
+            module.triple = target.triple
+            e = Emitted(bundle, module)
+            emitted.update((d, e) for d in bundle.digests)
 
     def storage(n: Node) -> Hashable:
         return plan.storage(n).value
 
-    names = [f"graphc.{graph.name}"] + [f"graphc.{graph.name}.{i}" for i in range(1, parts)]
-    modules = [ir.Module(name=name) for name in names]
-    for m in modules:
-        m.triple = target.triple
-    module = modules[0]
-    sizes = [0] * len(modules)
+    module = ir.Module(name=f"graphc.{graph.name}")
+    module.triple = target.triple
+    codes: dict[str, KernelModule] = {}
     specs = []
+    done, to_emit = 0, len(emitted)
     for k in schedule.kernels:
-        home = min(range(len(modules)), key=lambda i: (sizes[i], i))
-        spec = emit_kernel(modules[home], k, stored, storage, target, tiles.kernels.get(k.name))
-        fn = modules[home].get_global(spec.name)
-        sizes[home] += sum(len(block.instructions) for block in fn.blocks)
-        # Kept out of line: inlining forty kernels into the entry only makes LLVM optimise
-        # one huge function again (measured: most of the module's optimisation time).
-        # External, not internal, even in one part: LLVM would otherwise specialise a serial
-        # kernel to the constant range the entry calls it with, and its reductions could
-        # round differently from the same kernel compiled in another part (measured; the
-        # step time did not change).
-        fn.attributes.add("noinline")
-        _set_attrs(fn, target)
-        if home != 0:  # defined in another object of the same library: called by name
-            ir.Function(module, fn.function_type, fn.name)
-        specs.append(spec)
+        code = shared.codes[k.name]
+        km = codes.get(code.symbol)
+        if km is None and code.digest in emitted:
+            e = emitted[code.digest]
+            km = _emit_code(k, code, stored, storage, target, tiles.kernels.get(k.name), e.module)
+            e.codes.append(km)
+            done += 1
+            if progress is not None:
+                progress(done, to_emit)
+        elif km is None:
+            km = known[code.digest]
+        if km.symbol not in codes:
+            codes[km.symbol] = km
+            if km.status:
+                fn_type = ir.FunctionType(I32, [PTR] * len(km.roles) + [I64, I64])
+            else:
+                fn_type = ir.FunctionType(ir.VoidType(), [PTR] * len(km.roles) + [I64, I64])
+            ir.Function(module, fn_type, km.symbol)  # defined in its bundle's object
+        km.users.append(k.name)
+        specs.append(km.spec(code))
     _emit_entry(module, graph, plan, specs, storage, target, profile, fault)
-    return Lowered(module, specs, list(schedule.kernels), modules)
+    bundles = list({id(e): e for e in emitted.values()}.values())
+    return Lowered(module, specs, list(schedule.kernels), codes, bundles)
+
+
+def kernel_plans(graph: Graph, target: Target) -> tuple[TilePlan, SharePlan]:
+    """The tile plan and kernel sharing codegen follows: the graph's, if they were made for
+    this target's vectors and these kernels; else the plan_tiles and share_kernels passes
+    again, for these (the interpreter backend plans no tiles; tests lower raw graphs)."""
+    tiles = graph.meta.get("tiles")
+    shared: SharePlan | None = graph.meta.get("shared")
+    if tiles is None or not tiles.fits(graph, target.vector_unit()):
+        tiles, shared = tile_plan(graph, target.vector_unit()), None
+    if shared is None or not shared.made_for(graph.meta["memory"], tiles):
+        shared = share_plan(graph, tiles)
+    return tiles, shared
+
+
+def _emit_code(
+    k: Kernel,
+    code: KernelCode,
+    stored: set[Node],
+    storage: Storage,
+    target: Target,
+    tiles: Tiles | None,
+    module: ir.Module,
+) -> KernelModule:
+    """Kernel `k`'s code, emitted under the symbol of its digest into `module`."""
+    t0 = time.perf_counter()
+    spec = emit_kernel(module, k, stored, storage, target, tiles, name=code.symbol)
+    fn = module.get_global(spec.name)
+    # External linkage and noinline: a kernel's code is the same whichever step calls it and
+    # however the steps are split into objects; and its range arguments stay runtime values
+    # (LLVM would otherwise specialise a serial kernel to the range one entry calls it with,
+    # and its reductions could round differently from the same kernel in another step).
+    fn.attributes.add("noinline")
+    _set_attrs(fn, target)
+    roles = []
+    for key in spec.args:
+        role = code.role(key)
+        if role is None:
+            raise AssertionError(
+                f"{k.name}: argument {key!r} is none of the kernel's storage classes "
+                "(passes/share.py must see every buffer an emitter passes)"
+            )
+        roles.append(role)
+    size = sum(len(block.instructions) for block in fn.blocks)
+    return KernelModule(
+        spec.name,
+        code.digest,
+        tuple(roles),
+        spec.parallel_extent,
+        spec.description,
+        spec.status,
+        spec.flops,
+        module,
+        size,
+        time.perf_counter() - t0,
+    )
 
 
 def emit_kernel(
@@ -106,8 +299,12 @@ def emit_kernel(
     storage: Storage,
     target: Target,
     tiles: Tiles | None = None,
+    name: str | None = None,
 ) -> Spec:
-    """`tiles`: the kernel's plan from passes/tiles.py (contraction kernels only)."""
+    """`tiles`: the kernel's plan from passes/tiles.py (contraction kernels only); `name`:
+    the function's name (default: the kernel's)."""
+    if name is not None and name != k.name:
+        k = dataclasses.replace(k, name=name)
     if k.kind == "loop":
         s = loop.emit_loop(module, k.name, k, stored, storage)
         return Spec(s.name, s.args, s.parallel_extent, s.description)
@@ -187,17 +384,21 @@ def _emit_entry(
             failed = b.icmp_signed("!=", rc, ir.Constant(I32, 0))
             with b.if_then(failed):
                 b.ret(ir.Constant(I32, ki + 1))
-        if fault == spec.name:
+        if fault == kernels[ki].name:
             _corrupt(b, pointer(spec.args[0]), graph.meta["schedule"].kernels[ki].outputs[0])
     b.ret(ir.Constant(I32, 0))
     _set_attrs(fn, target)
 
 
 def _thunk(module: ir.Module, kernel: ir.Function, n_ptrs: int) -> ir.Function:
-    """`void <kernel>.thunk(ptr ctx, i64 lo, i64 hi)`: kernel(ctx[0], .., ctx[n-1], lo, hi)."""
+    """`void <kernel>.thunk(ptr ctx, i64 lo, i64 hi)`: kernel(ctx[0], .., ctx[n-1], lo, hi)
+    (one per kernel code, whichever kernels call it)."""
     from graphc.codegen.threads import THUNK_TYPE
 
-    fn = ir.Function(module, THUNK_TYPE, f"{kernel.name}.thunk")
+    name = f"{kernel.name}.thunk"
+    if name in module.globals:
+        return module.globals[name]
+    fn = ir.Function(module, THUNK_TYPE, name)
     fn.linkage = "internal"
     ctx, lo, hi = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from graphc import debug, dispatch
+from graphc import debug, dispatch, status
 from graphc.errors import GraphcError, TraceError
 from graphc.frontend.bindings import (
     ArgGradSink,
@@ -143,9 +143,13 @@ class CompiledFunction:
         return Inspection(self.trace(*args, **kwargs), leaves)
 
     def _trace(self, args, kwargs, leaves, key) -> Entry:
-        caller = dispatch.user_location(3)
-        t0 = time.perf_counter()
         name = getattr(self.fn, "__name__", "fn")
+        with status.compiling(name):
+            return self._compile(args, kwargs, leaves, key, name)
+
+    def _compile(self, args, kwargs, leaves, key, name: str) -> Entry:
+        caller = dispatch.user_location(4)
+        t0 = time.perf_counter()
         trace = Trace(name)
         names = _argument_names(self.fn, args, kwargs, len(leaves))
         symbolic = []
@@ -170,7 +174,9 @@ class CompiledFunction:
             trace.finished = True
         traced, sources, sinks, returns, clears = _finish(trace, result)
         t1 = time.perf_counter()
-        pipeline = run_pipeline(_with_vectors(traced, self.backend))
+        pipeline = run_pipeline(
+            _with_vectors(traced, self.backend), on_pass=lambda p: status.update(f"pass {p}")
+        )
         executable = self.backend(pipeline.graph)
         t2 = time.perf_counter()
         entry = Entry(

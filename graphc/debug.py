@@ -51,7 +51,32 @@ def report_compile(name: str, entry) -> None:
         parts = getattr(entry.executable, "compile_parts", 1)
         split = f", compiled in {parts} parts" if parts > 1 else ""
         print(f"graphc:   backend: cache {native['cache']}{split}; {steps}", file=err)
+        report = getattr(entry.executable, "compile_report", None)
+        if report is not None:
+            _report_kernels(report, err)
         for problem in getattr(entry.executable, "compile_problems", ()):
             print(
                 f"graphc:   backend: a compile helper failed ({problem}); compiled here", file=err
             )
+
+
+def _report_kernels(report, err) -> None:
+    """The backend's work per kernel code: what was compiled, and the costliest codes."""
+    e = report.entry
+    objects = f"{report.objects} object{'s' if report.objects != 1 else ''}"
+    print(
+        f"graphc:   kernels: {report.kernels} in the schedule, {report.distinct} distinct "
+        f"code{'s' if report.distinct != 1 else ''} ({report.cached} from the cache, "
+        f"{len(report.rows)} compiled in {objects}); entry "
+        f"{e.instructions} instructions, optimize {e.optimize * 1e3:.1f} ms, "
+        f"machine code {e.codegen * 1e3:.1f} ms",
+        file=err,
+    )
+    for r in report.top():
+        users = r.users[0] + (f" and {len(r.users) - 1} more" if len(r.users) > 1 else "")
+        print(
+            f"graphc:     {r.total * 1e3:7.1f} ms  {r.symbol} ({users}): "
+            f"{r.instructions} instructions, lower {r.lower * 1e3:.1f} ms, "
+            f"optimize {r.optimize * 1e3:.1f} ms, machine code {r.codegen * 1e3:.1f} ms",
+            file=err,
+        )

@@ -222,12 +222,11 @@ class Graph:
 
     def users(self) -> dict[Node, list[Node]]:
         """node -> the nodes that read it, in graph order."""
-        out: dict[Node, list[Node]] = {n: [] for n in self.nodes}
+        out: dict[Node, dict[Node, None]] = {n: {} for n in self.nodes}
         for n in self.nodes:
             for i in n.inputs:
-                if n not in out[i]:
-                    out[i].append(n)
-        return out
+                out[i][n] = None  # (a dict: no quadratic scan for values read many times)
+        return {n: list(us) for n, us in out.items()}
 
     def replace(self, **changes: Any) -> Graph:
         fields = dict(

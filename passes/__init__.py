@@ -11,6 +11,7 @@ traced graph
   -> plan_memory     one arena, buffers reused by liveness, state updated in place
   -> plan_tiles      each convolution's and matmul's register tile, from cost models
   -> plan_parallel   which kernels run across the worker threads, with the estimate behind it
+  -> share_kernels   kernels that compile to the same code share it (ResNet blocks, MLP layers)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from graphc.passes.fold import fold_constants
 from graphc.passes.fuse import fuse
 from graphc.passes.memory import plan_memory
 from graphc.passes.parallel import plan_parallel
+from graphc.passes.share import share_kernels
 from graphc.passes.tiles import plan_tiles
 from graphc.verify import verify
 
@@ -45,6 +47,7 @@ PIPELINE: list[tuple[str, Pass]] = [
     ("plan_memory", plan_memory),
     ("plan_tiles", plan_tiles),
     ("plan_parallel", plan_parallel),
+    ("share_kernels", share_kernels),
 ]
 
 STAGES = ["traced"] + [name for name, _ in PIPELINE]
@@ -58,13 +61,19 @@ class PipelineResult:
 
 
 def run_pipeline(
-    graph: Graph, pipeline: list[tuple[str, Pass]] | None = None, keep_snapshots: bool = True
+    graph: Graph,
+    pipeline: list[tuple[str, Pass]] | None = None,
+    keep_snapshots: bool = True,
+    on_pass: Callable[[str], None] | None = None,
 ) -> PipelineResult:
-    """Runs every pass in order, verifying after each; records each stage's graph and time."""
+    """Runs every pass in order, verifying after each; records each stage's graph and time.
+    `on_pass(name)` is told of each pass as it starts."""
     result = PipelineResult(graph)
     if keep_snapshots:
         result.snapshots["traced"] = graph
     for name, fn in pipeline or PIPELINE:
+        if on_pass is not None:
+            on_pass(name)
         t0 = time.perf_counter()
         graph = verify(fn(graph), after=name)
         result.seconds[name] = time.perf_counter() - t0

@@ -61,7 +61,7 @@ class Schedule:
 
 def stored_values(graph: Graph, schedule: Schedule) -> list[Node]:
     """Values that need a buffer: graph inputs and every kernel output."""
-    out = list(graph.inputs)
+    out = dict.fromkeys(graph.inputs)  # (ordered, and no quadratic membership scans)
     for k in schedule.kernels:
-        out += [o for o in k.outputs if o not in out]
-    return out
+        out.update(dict.fromkeys(k.outputs))
+    return list(out)

@@ -120,9 +120,19 @@ def kernel_key(node: Node) -> tuple:
     return (node.op, node.dtype.name, tuple(tuple(i.shape) for i in node.inputs), attrs)
 
 
+_PLANNED: dict[tuple, Tiles] = {}  # (kernel_key, vectors) -> the plan: plans are pure
+
+
 def node_tiles(node: Node, vectors: VectorUnit) -> Tiles:
-    """The plan for a kernel built around `node` (a conv2d, its gradients or a matmul)."""
-    return dataclasses.replace(_node_tiles(node, vectors), key=kernel_key(node))
+    """The plan for a kernel built around `node` (a conv2d, its gradients or a matmul),
+    ranked once per kernel signature: the repeated blocks of a deep model ask again."""
+    key = kernel_key(node)
+    tiles = _PLANNED.get((key, vectors))
+    if tiles is None:
+        if len(_PLANNED) >= 4096:  # many models in one process: start again
+            _PLANNED.clear()
+        tiles = _PLANNED[key, vectors] = dataclasses.replace(_node_tiles(node, vectors), key=key)
+    return tiles
 
 
 def _node_tiles(node: Node, vectors: VectorUnit) -> Tiles:

@@ -106,10 +106,15 @@ class GraphGen:
         focus: str | None = None,
         max_steps: int = 10,
         kinds: dict[str, int] | None = None,
+        repeats: int = 0,
     ) -> None:
+        """`repeats`: how many times, at most, a block of the steps is built again over
+        other operands of the same types (the repeated blocks of deep models, whose
+        kernels share code)."""
         self.draw = draw
         self.focus = focus
         self.max_steps = max_steps
+        self.repeats = repeats
         self.kinds = kinds or KINDS
         self.b = GraphBuilder("fuzz")
         self.pool: list[Node] = []
@@ -307,7 +312,9 @@ class GraphGen:
         kinds = [(k, w) for k, w in self.kinds.items() if w]
         glue = [(k, KINDS[k]) for k in GLUE]
         last = None
+        marks = []  # where each step's nodes start
         for i in range(steps):
+            marks.append(len(self.b.nodes))
             if self.focus is not None:
                 kind = self.focus if i == 0 or self.coin(0.3) else self.weighted(glue)
             else:
@@ -315,7 +322,41 @@ class GraphGen:
             last = getattr(self, "step_" + kind)() or last
         if last is None:
             last = self.step_unary()
+        if self.repeats:
+            start = marks[self.int(0, len(marks) - 1)]
+            for _ in range(self.int(1, self.repeats)):
+                last = self.repeat(start) or last
         return self.finish(last)
+
+    def repeat(self, start: int) -> Node | None:
+        """The nodes built since position `start`, emitted again: each input of the block
+        a fresh one of the same type and fill (or, sometimes, the same one), each value from
+        before the block read again as it is, each state update of the block repeated for
+        the new state."""
+        block = self.b.nodes[start:]
+        targets = {old for _, old in self.updates}
+        env: dict[Node, Node] = {}
+
+        def operand(i: Node) -> Node:
+            if i in env:
+                return env[i]
+            if i.is_input and (i in targets or self.coin(0.5)):
+                # an input from before the block: a new one like it (always, for state that
+                # is updated: one input has at most one new value)
+                env[i] = self.new_input(i.shape, i.dtype, self.fills[i], i.attrs["kind"])
+                return env[i]
+            return i
+
+        last = None
+        for n in block:
+            if n.is_input:
+                env[n] = self.new_input(n.shape, n.dtype, self.fills[n], n.attrs["kind"])
+                continue
+            env[n] = last = self.emit(n.op, [operand(i) for i in n.inputs], **dict(n.attrs))
+        for new, old in list(self.updates):
+            if new in env and env[new] is not new:
+                self.updates.append((env[new], operand(old)))
+        return last
 
     def finish(self, last: Node) -> Case:
         outputs = [last]

@@ -1,25 +1,33 @@
-"""Large steps are compiled in two parts, one in a helper process: the same program, the
-same bits, a cache entry like any other, and a helper that fails costs only time."""
+"""Each distinct kernel code is a module of its own: compiled once however many kernels call
+it, in helper processes when there are many, cached on disk for every graph that calls it,
+and the program is the same bits whichever process compiled which module. A helper that
+fails costs only time."""
 
 from __future__ import annotations
 
 import sys
 
+import numpy as np
 import pytest
 from test_parallel_native import run_twice
 from test_tiles import planned_step
 
+import graphc
+import graphc.nn as nn
 import graphc.nn.functional as F
 from graphc.codegen import backend, jit
 from graphc.codegen.backend import compile_jobs, native_executable
 from graphc.codegen.lower import lower
 from graphc.codegen.target import host_target
+from graphc.frontend.compile import CompiledFunction
+from graphc.interpreter import interpret
 
 
 @pytest.fixture
 def fresh_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("GRAPHC_DISABLE_CACHE", raising=False)
+    monkeypatch.setattr(backend, "SPLIT_MIN_INSTRUCTIONS", 0)  # helpers for small graphs too
     return tmp_path
 
 
@@ -28,28 +36,142 @@ def _compile(graph, jobs: str, monkeypatch):
     return native_executable(graph)
 
 
-def test_two_parts_run_bitwise_like_one(fresh_cache, monkeypatch):
+def _clear(cache_dir) -> None:
+    for entry in cache_dir.rglob("*"):
+        if entry.is_file():
+            entry.unlink()
+
+
+def test_each_bundle_of_codes_is_a_module_of_its_own():
+    graph, _ = planned_step()
+    lowered = lower(graph, host_target())
+    assert len(lowered.codes) == len({s.name for s in lowered.specs})
+    defined_in = {}
+    for e in lowered.emitted:
+        external = [f.name for f in e.module.functions if not f.is_declaration and not f.linkage]
+        assert sorted(external) == sorted(c.symbol for c in e.codes)
+        defined_in.update((c.symbol, e.bundle.name) for c in e.codes)
+        contractions = [c for c in e.codes if "conv2d" in c.description or "matmul" in c.users[0]]
+        assert len(contractions) <= 1 or len(e.codes) == 1  # a contraction's code alone
+    assert defined_in.keys() == lowered.codes.keys()  # every code defined exactly once
+    entry = [f.name for f in lowered.module.functions if not f.is_declaration]
+    assert "graphc_entry" in entry and not set(entry) & set(lowered.codes)
+
+
+def test_helpers_run_bitwise_like_one_process(fresh_cache, monkeypatch):
     graph, arrays = planned_step()
-    parts = lower(graph, host_target(), parts=2).parts
-    defined = [[f.name for f in m.functions if not f.is_declaration] for m in parts]
-    assert all(len(names) >= 3 for names in defined), defined  # kernels in both parts
     split = _compile(graph, "2", monkeypatch)
     assert split.compile_parts == 2 and split.compile_problems == []
-    for entry in fresh_cache.rglob("*"):
-        if entry.is_file():
-            entry.unlink()  # the whole program again, as one object
+    _clear(fresh_cache)  # the whole program again, in this process alone
     whole = _compile(graph, "1", monkeypatch)
-    assert whole.compile_parts == 1
+    assert whole.compile_parts == 1 and whole.compile_report.cached == 0
     assert run_twice(split, arrays) == run_twice(whole, arrays)
 
 
-def test_a_two_part_entry_is_a_cache_hit(fresh_cache, monkeypatch):
+def test_a_cached_step_is_a_hit_and_runs_the_same(fresh_cache, monkeypatch):
     graph, arrays = planned_step()
     first = _compile(graph, "2", monkeypatch)
     again = _compile(graph, "2", monkeypatch)
     assert (first.timings["cache"], again.timings["cache"]) == ("miss", "hit")
-    assert again.compile_parts == 2
     assert run_twice(first, arrays) == run_twice(again, arrays)
+
+
+class _Deep(nn.Module):
+    def __init__(self, depth: int, width: int = 24):
+        super().__init__()
+        self.inp = nn.Linear(12, width)
+        self.hidden = nn.ModuleList([nn.Linear(width, width) for _ in range(depth)])
+        self.out = nn.Linear(width, 5)
+
+    def forward(self, x):
+        x = F.relu(self.inp(x))
+        for layer in self.hidden:
+            x = F.relu(layer(x))
+        return self.out(x)
+
+
+def _deep_step(depth: int):
+    """The training graph of a `depth`-layer MLP and inputs for it (with the interpreter's
+    answers), planned for this host."""
+    from test_tiles import _planned_for_host
+
+    graphc.manual_seed(depth)
+    net = _Deep(depth)
+    opt = graphc.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+
+    def step(x, y):
+        opt.zero_grad()
+        loss = F.cross_entropy(net(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    rng = np.random.default_rng(depth)
+    x = rng.standard_normal((7, 12)).astype(np.float32)
+    y = rng.integers(0, 5, 7).astype(np.int64)
+    graph = (
+        CompiledFunction(step, backend=_planned_for_host)
+        .trace(graphc.from_numpy(x), graphc.from_numpy(y))
+        .graph
+    )
+    params = {name: p.detach().numpy() for name, p in net.named_parameters()}
+    arrays = []
+    for node in graph.inputs:
+        if node.name in params:
+            arrays.append(params[node.name].copy())
+        elif node.dtype.name == "int64":
+            arrays.append(y.copy())
+        elif tuple(node.shape) == x.shape:
+            arrays.append(x.copy())
+        elif node.shape == ():
+            arrays.append(np.array(0.1, np.float32))
+        else:
+            arrays.append(np.zeros(node.shape, node.dtype.np))
+    return graph, arrays
+
+
+def test_repeated_layers_share_code_and_compute_what_the_interpreter_does(fresh_cache):
+    graph, arrays = _deep_step(6)
+    exe = native_executable(graph)
+    report = exe.compile_report
+    assert report.kernels == len(graph.meta["schedule"].kernels)
+    assert report.distinct < report.kernels // 2  # six hidden layers, one code each kind
+    got = exe([a.copy() for a in arrays])
+    want = interpret(graph, [a.copy() for a in arrays])
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=2e-5, atol=1e-6)
+
+
+def test_a_deeper_model_compiles_only_what_is_new(fresh_cache):
+    shallow, _ = _deep_step(2)
+    first = native_executable(shallow).compile_report
+    deep, arrays = _deep_step(5)
+    exe = native_executable(deep)
+    second = exe.compile_report
+    # The matmuls of the 2-layer step are all the 5-layer step's: none is compiled again
+    # (the small loop codes are compiled in bundles, which differ between the steps).
+    assert second.distinct == first.distinct and second.cached > 0
+    assert not [r for r in second.rows if any("matmul" in u for u in r.users)]
+    assert [r for r in first.rows if any("matmul" in u for u in r.users)]
+    got = exe([a.copy() for a in arrays])
+    want = interpret(deep, [a.copy() for a in arrays])
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=2e-5, atol=1e-6)
+
+
+def test_a_damaged_kernel_entry_is_compiled_again(fresh_cache):
+    shallow, _ = _deep_step(2)
+    native_executable(shallow)
+    for entry in fresh_cache.rglob("*.o"):
+        data = bytearray(entry.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        entry.write_bytes(bytes(data))
+    deep, arrays = _deep_step(3)
+    exe = native_executable(deep)
+    assert exe.compile_report.cached == 0 and exe.compile_report.rows
+    got = exe([a.copy() for a in arrays])
+    want = interpret(deep, [a.copy() for a in arrays])
+    np.testing.assert_allclose(got[0], want[0], rtol=2e-5, atol=1e-6)
 
 
 def _helper_running(code: str):
@@ -70,12 +192,18 @@ BROKEN = {
         "status 3: no",
     ),
     "never reads": ("import time; time.sleep(60)", "timed out"),
-    "writes junk first": (f"import sys; sys.stdout.write('junk'); {WORKER}", "not one framed"),
+    "writes junk first": (f"import sys; sys.stdout.write('junk'); {WORKER}", "framed object"),
+    "stops short": (
+        "import sys, io; out = io.BytesIO(); real = sys.stdout; "
+        f"sys.stdout = io.TextIOWrapper(out); {WORKER.replace('sys.exit(main())', 'main()')}; "
+        "real.buffer.write(out.getvalue()[:100])",
+        "framed object",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", sorted(BROKEN))
-def test_a_broken_helper_leaves_its_part_to_this_process(case, fresh_cache, monkeypatch):
+def test_a_broken_helper_leaves_its_modules_to_this_process(case, fresh_cache, monkeypatch):
     code, problem = BROKEN[case]
     graph, arrays = planned_step()
     monkeypatch.setattr(jit, "HelperProcess", _helper_running(code))
@@ -89,7 +217,7 @@ def test_a_broken_helper_leaves_its_part_to_this_process(case, fresh_cache, monk
     assert run_twice(exe, arrays) == run_twice(native_executable(graph), arrays)
 
 
-def test_a_working_helper_compiles_its_part(fresh_cache, monkeypatch):
+def test_a_working_helper_compiles_its_modules(fresh_cache, monkeypatch):
     """The real worker, run through the same broken-helper plumbing: no problems."""
     graph, _ = planned_step()
     monkeypatch.setattr(jit, "HelperProcess", _helper_running("import sys; " + WORKER))
@@ -97,67 +225,33 @@ def test_a_working_helper_compiles_its_part(fresh_cache, monkeypatch):
     assert exe.compile_parts == 2 and exe.compile_problems == []
 
 
-def test_a_part_calling_libm_compiles_in_the_helper(fresh_cache, monkeypatch):
+def test_a_module_calling_libm_compiles_in_a_helper(fresh_cache, monkeypatch):
     """tanh lowers to a libm call, which the helper must resolve like this process does."""
     graph, _ = planned_step(activation=F.tanh)
-    parts = lower(graph, host_target(), parts=2).parts
-    assert "tanhf" in str(parts[1])
+    modules = lower(graph, host_target()).parts
+    assert any("tanhf" in str(m) for m in modules[1:])
+    monkeypatch.setattr(
+        jit, "assign", lambda jobs, workers, head_start=0: [[], list(range(len(jobs)))]
+    )
     exe = _compile(graph, "2", monkeypatch)
     assert exe.compile_parts == 2 and exe.compile_problems == []
 
 
+def test_work_is_balanced_by_size():
+    jobs = [jit.CompileJob(str(i), "", size) for i, size in enumerate([50, 40, 30, 20, 10])]
+    shares = jit.assign(jobs, 2)
+    loads = [sum(jobs[i].size for i in share) for share in shares]
+    assert sorted(i for share in shares for i in share) == list(range(5))
+    assert abs(loads[0] - loads[1]) <= 10
+    ahead = jit.assign(jobs, 2, head_start=100)  # this process has the entry to do as well
+    assert sum(jobs[i].size for i in ahead[0]) < sum(jobs[i].size for i in ahead[1])
+
+
 def test_small_graphs_and_the_knob(monkeypatch):
-    graph, _ = planned_step()
     monkeypatch.setenv(backend.JOBS_VAR, "3")
-    assert compile_jobs(graph) == 3
+    assert compile_jobs(10**6) == 3
     monkeypatch.setenv(backend.JOBS_VAR, "0")
     with pytest.raises(ValueError, match="GRAPHC_COMPILE_JOBS='0'"):
-        compile_jobs(graph)
-    monkeypatch.setattr(backend, "SPLIT_MIN_CONTRACTIONS", 1000)
+        compile_jobs(10**6)
     monkeypatch.setenv(backend.JOBS_VAR, "2")
-    assert compile_jobs(graph) == 1
-
-
-def test_one_process_per_rank_under_mpi_and_with_one_thread(monkeypatch):
-    graph, _ = planned_step()
-    monkeypatch.delenv(backend.JOBS_VAR, raising=False)
-    monkeypatch.setattr(backend, "usable_cores", lambda: 2)
-    monkeypatch.setattr(backend, "get_num_threads", lambda: 2)
-    monkeypatch.delenv("PMI_SIZE", raising=False)
-    monkeypatch.delenv("OMPI_COMM_WORLD_SIZE", raising=False)
-    assert compile_jobs(graph) == 2
-    monkeypatch.setenv("PMI_SIZE", "2")
-    assert compile_jobs(graph) == 1
-    monkeypatch.delenv("PMI_SIZE")
-    monkeypatch.setattr(backend, "get_num_threads", lambda: 1)
-    assert compile_jobs(graph) == 1
-
-
-def test_damaged_payloads_are_misses():
-    objs = [b"abc", b"", b"defg"]
-    packed = backend._pack(objs)
-    assert backend._unpack(packed) == objs
-    for bad in (None, b"", packed[:-1], packed + b"x", b"\x00\x00\x00\x00"):
-        assert backend._unpack(bad) is None
-
-
-def test_an_error_while_lowering_does_not_leave_a_helper_behind(fresh_cache, monkeypatch):
-    graph, _ = planned_step()
-    started = []
-
-    class Recorded(jit.HelperProcess):
-        def __init__(self) -> None:
-            super().__init__()
-            started.append(self)
-
-    def broken_lower(*args, **kwargs):
-        raise NotImplementedError("no lowering for this test")
-
-    import graphc.codegen.lower as lowering
-
-    monkeypatch.setattr(jit, "HelperProcess", Recorded)
-    monkeypatch.setattr(lowering, "lower", broken_lower)
-    monkeypatch.setenv(backend.JOBS_VAR, "2")
-    with pytest.raises(NotImplementedError):
-        native_executable(graph)
-    assert len(started) == 1 and started[0].proc.returncode is not None
+    assert compile_jobs(backend.SPLIT_MIN_INSTRUCTIONS - 1) == 1

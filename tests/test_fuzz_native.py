@@ -78,6 +78,9 @@ def check_graph(graph: Graph, calls: list[list[np.ndarray]], values: str = "as g
     call on, inputs that are not updated in place are passed in Fortran order (the runtime
     makes its own contiguous copy)."""
     planned, exe = compile_native(graph)
+    shared = check_sharing(planned)
+    if shared and currently_in_test_context():
+        event("kernels sharing code")
     plan = planned.meta["memory"]
     updated = {b.base for b in plan.buffers.values() if b.kind == "inplace"}
     for call, arrays in enumerate(calls):
@@ -100,6 +103,42 @@ def check_graph(graph: Graph, calls: list[list[np.ndarray]], values: str = "as g
             where = f"call {call + 1} of {len(calls)}: " if len(calls) > 1 else ""
             problems[0] = where + problems[0]
             raise AssertionError(_report(graph, planned, values, problems))
+
+
+def check_sharing(planned: Graph) -> int:
+    """Kernels that share code (passes/share.py) emit exactly that code on their own, and
+    call it with buffers in the same roles: their signature leaves out nothing an emitter
+    reads. Returns how many kernels run another kernel's code."""
+    from llvmlite import ir
+
+    from graphc.codegen.lower import emit_kernel, kernel_plans
+    from graphc.codegen.target import host_target
+    from graphc.passes.schedule import stored_values
+
+    target = host_target()
+    tiles, shared = kernel_plans(planned, target)
+    plan = planned.meta["memory"]
+    stored = set(stored_values(planned, planned.meta["schedule"]))
+    seen: dict[str, tuple[str, list, str]] = {}
+    for k in planned.meta["schedule"].kernels:
+        code = shared.codes[k.name]
+        module = ir.Module("probe")
+        spec = emit_kernel(
+            module,
+            k,
+            stored,
+            lambda n: plan.storage(n).value,
+            target,
+            tiles.kernels.get(k.name),
+            name="probe",
+        )
+        roles = [code.role(a) for a in spec.args]
+        assert None not in roles, f"{k.name}: an argument outside its storage classes"
+        first = seen.setdefault(code.digest, (str(module), roles, k.name))
+        assert first[:2] == (str(module), roles), (
+            f"{k.name} and {first[2]} share a signature but not their code:\n{planned}"
+        )
+    return len(shared.codes) - len(seen)
 
 
 def _check_inputs(planned, before, after, got) -> list[str]:
@@ -148,8 +187,8 @@ def _report(graph: Graph, planned: Graph, values: str, problems: list[str]) -> s
     )
 
 
-def run_case(data, focus: str | None = None, max_steps: int = 10) -> None:
-    case = GraphGen(data.draw, focus=focus, max_steps=max_steps).build()
+def run_case(data, focus: str | None = None, max_steps: int = 10, repeats: int = 0) -> None:
+    case = GraphGen(data.draw, focus=focus, max_steps=max_steps, repeats=repeats).build()
     seed = data.draw(st.integers(0, 2**16), label="values seed")
     try:
         check(case, seed)
@@ -174,6 +213,14 @@ def test_random_graphs_built_around_each_op_kind(kind):
         run_case(data, focus=kind, max_steps=5)
 
     run()
+
+
+@fuzz_settings(examples=60)
+@given(st.data())
+def test_random_graphs_with_repeated_blocks_match_the_interpreter(data):
+    """Blocks built again over other operands of the same types: kernels that share code
+    (compiled once, called with each block's buffers) compute what the interpreter does."""
+    run_case(data, max_steps=6, repeats=3)
 
 
 @pytest.mark.slow

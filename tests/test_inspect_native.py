@@ -36,8 +36,11 @@ def test_kernel_names(insp):
 @pytest.mark.parametrize("kernel", ["k0_loop", "k1_matmul"])
 def test_llvm_ir_of_one_kernel_compiled_on_its_own(insp, kernel):
     text = insp.llvm(kernel)
+    header = text.splitlines()[0]
+    assert header.startswith(f"; {kernel} runs @gk_")  # its code, named by its digest
+    symbol = header.split("@")[1].split(",")[0]
     defines = [s for s in text.splitlines() if s.startswith("define ")]
-    assert len(defines) == 1 and f"@{kernel}(" in defines[0]
+    assert len(defines) == 1 and f"@{symbol}(" in defines[0]
     assert "graphc_entry" not in text  # the entry (and the other kernels) are left out
     assert text.splitlines()[-1] == "}" or "declare " in text
     assert insp.llvm(kernel) == text  # deterministic
@@ -45,11 +48,14 @@ def test_llvm_ir_of_one_kernel_compiled_on_its_own(insp, kernel):
 
 def test_assembly_of_one_kernel_is_its_symbol_section(insp):
     text = insp.asm("k1_matmul")
-    lines = text.splitlines()
-    assert lines[0].split() == [".globl", "k1_matmul"]
-    assert "k1_matmul:" in lines
-    assert any(s.split()[:2] == [".size", "k1_matmul,"] for s in lines)
-    assert "k0_loop" not in text and "graphc_entry" not in text
+    header, *lines = text.splitlines()
+    assert header.startswith("# k1_matmul runs @gk_")
+    symbol = header.split("@")[1]
+    assert lines[0].split() == [".globl", symbol]
+    assert f"{symbol}:" in lines
+    assert any(s.split()[:2] == [".size", f"{symbol},"] for s in lines)
+    assert insp.llvm("k0_loop").splitlines()[0].split("@")[1] not in text
+    assert "graphc_entry" not in text
     assert any(s.strip().startswith(("ret", "retq")) for s in lines)
 
 
@@ -118,10 +124,13 @@ def test_graphc_debug_ladder(level, tmp_path):
     assert float(out.stdout) == pytest.approx(12 * np.exp(2.0), rel=1e-5)
     err = out.stderr
     assert "graphc: compiled <lambda> in " in err  # 1: times
-    assert re.search(r"backend: cache miss; lower .* ms, llvm optimize .* ms, llvm codegen", err)
+    assert re.search(
+        r"backend: cache miss; .*lower .* ms, .*llvm optimize .* ms, llvm codegen", err
+    )
+    assert re.search(r"kernels: 1 in the schedule, 1 distinct code \(0 from the cache", err)
     assert ("IR after plan_memory ----" in err) == (level >= 2)
     assert ("k0_loop, arena[" in err) == (level >= 2)  # annotated, as graphc inspect prints it
-    assert ("<lambda>: LLVM IR ----" in err) == (level >= 3)
+    assert ("<lambda>: LLVM IR (entry) ----" in err) == (level >= 3)
     assert ('define i32 @"graphc_entry"' in err) == (level >= 3)
-    assert ("<lambda>: assembly ----" in err) == (level >= 4)
+    assert ("<lambda>: assembly (entry) ----" in err) == (level >= 4)
     assert ("graphc_entry:" in err) == (level >= 4)

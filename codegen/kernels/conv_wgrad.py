@@ -109,7 +109,7 @@ class _Base:
         vector compare per accumulator."""
         b, lanes = self.b, self.lanes
         ivt = U.vec(U.I32, lanes)
-        exp = ir.Constant(ivt, [0x7F800000] * lanes)
+        exp = U.vconst(ivt.element, (0x7F800000,) * lanes)
         hits = None
         for k in range(self.per_unit):
             bits = b.bitcast(b.load(self.acc_ptr(scr, k), typ=self.vt), ivt)

@@ -394,7 +394,7 @@ class _Dot:
     def store(self, b, ptrs, r0, nrows, n0, ncols, sums):
         row_t = U.vec(self.elem, ncols)
         for i in range(nrows):
-            lanes = ir.Constant(U.vec(U.I32, ncols), [i * ncols + j for j in range(ncols)])
+            lanes = U.vconst(U.I32, tuple(i * ncols + j for j in range(ncols)))
             val = b.shuffle_vector(sums, sums, lanes, name=f"row{i}")
             r = b.add(r0, U.i64(i))
             dst = U.gep(b, ptrs["out"], self.elem, U.index(b, (r, self.geo.n), (n0, 1)))

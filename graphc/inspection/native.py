@@ -1,12 +1,10 @@
 """Native views of a compiled step: one kernel's optimised LLVM IR and assembly, and a
 per-kernel profile against the machine's measured peak.
 
---llvm and --asm show a kernel as compiled on its own. Kernels are internal functions called
-once by the entry, so at -O3 LLVM inlines them and the kernel no longer exists as a function
-in the step's object code. Rather than mark kernels noinline (which would change the code that
-really runs), we lower the step as usual, make the requested kernel external and the entry
-internal, and optimise that module: the unused entry and the other kernels are dropped, and
-the kernel is optimised as in the step, except that its range arguments are not constants.
+--llvm and --asm show a kernel's code as compiled: each distinct kernel code is a module of
+its own (codegen/lower.py), named by its digest and shared by every kernel of the schedule
+that computes the same thing with other buffers, so the header says which code a kernel runs
+and who shares it.
 """
 
 from __future__ import annotations
@@ -44,10 +42,8 @@ def native_failure(e: Exception) -> InspectError:
     )
 
 
-def _standalone_module(graph: Graph, name: str) -> str:
-    """The step's LLVM IR with kernel `name` external and everything else internal."""
-    from graphc.codegen import jit
-    from graphc.codegen.backend import ENTRY
+def _kernel_module(graph: Graph, name: str) -> tuple[str, str, str]:
+    """(symbol, module text, header) of the code kernel `name` runs."""
     from graphc.codegen.lower import lower
 
     check_kernel(graph, name)
@@ -55,29 +51,26 @@ def _standalone_module(graph: Graph, name: str) -> str:
         lowered = lower(graph)
     except (ImportError, NotImplementedError) as e:
         raise native_failure(e) from None
-    ref = jit.parse(lowered.module)
-    for f in ref.functions:
-        if f.name == name:
-            f.linkage = "external"
-        elif f.name == ENTRY:
-            f.linkage = "internal"
-    return str(ref)
+    symbol, module = lowered.kernel_module(name)
+    others = [k for k in lowered.codes[symbol].users if k != name]
+    shared = f", shared with {', '.join(others)}" if others else ""
+    return symbol, str(module), f"; {name} runs @{symbol}{shared}"
 
 
 def kernel_llvm(graph: Graph, name: str) -> str:
     """The optimised LLVM IR of one kernel (its `define` and any helper it keeps)."""
     from graphc.codegen import jit
 
-    text = jit.optimized_ir(_standalone_module(graph, name))
-    return _function_ir(text, name)
+    symbol, text, header = _kernel_module(graph, name)
+    return header + "\n" + _function_ir(jit.optimized_ir(text), symbol)
 
 
 def kernel_asm(graph: Graph, name: str) -> str:
     """The host assembly of one kernel: its symbol's section plus the constants it loads."""
     from graphc.codegen import jit
 
-    text = jit.emit_assembly(_standalone_module(graph, name))
-    return _symbol_asm(text, name)
+    symbol, text, header = _kernel_module(graph, name)
+    return "#" + header[1:] + "\n" + _symbol_asm(jit.emit_assembly(text), symbol)
 
 
 def _function_ir(text: str, name: str) -> str:
