@@ -25,6 +25,7 @@ from graphc.passes.schedule import INLINE_OPS, Kernel
 from graphc.passes.views import VIEW_OPS, affine_view, contiguous_strides, fill_of
 
 NO_OUTER_UNROLL = LoopHints(unroll="disable")
+REDUCTIONS = ("reduce_sum", "reduce_max")
 
 
 @dataclass
@@ -51,9 +52,15 @@ def emit_loop(
 ) -> LoopSpec:
     members = [n for n in kernel.nodes if n.op not in VIEW_OPS and n.op not in INLINE_OPS]
     sink = kernel.root
-    reducing = sink.op in ("reduce_sum", "reduce_max") and sink in members
+    # Every reduction of the kernel sums over the same axes (passes/fuse.py merges sibling
+    # reductions only then): one pass over the domain feeds all their accumulators.
+    reductions = [m for m in members if m.op in REDUCTIONS]
+    reducing = bool(reductions)
+    axes = set(reductions[0].attrs["axes"]) if reducing else set()
+    if any(set(r.attrs["axes"]) != axes for r in reductions):
+        raise AssertionError(f"loop kernel {name}: reductions over different axes")
     domain = list(kernel.params["domain"])
-    reduced = [reducing and i in sink.attrs["axes"] for i in range(len(domain))]
+    reduced = [i in axes for i in range(len(domain))]
 
     # Accessors of every stored operand and output, as strides over the domain.
     reads: dict[Node, _Access] = {}
@@ -69,7 +76,7 @@ def emit_loop(
         reads[i] = _Access(storage(v.base), list(v.strides), v.offset)
     writes: dict[Node, _Access] = {}
     for o in kernel.outputs:
-        if o is sink and reducing:
+        if o in reductions:
             keep = [1 if r else d for d, r in zip(domain, reduced, strict=True)]
             strides = [
                 0 if r else s for s, r in zip(contiguous_strides(tuple(keep)), reduced, strict=True)
@@ -106,15 +113,16 @@ def emit_loop(
                 off = b.add(off, b.mul(i, ir.Constant(I64, s)))
         return b.gep(ptr[acc.key], [off], inbounds=True, source_etype=scalar.memory_type(dtype))
 
-    if reducing:  # the output starts at the reduction's identity, for this unit's elements
+    if reducing:  # outputs start at their reduction's identity, for this unit's elements
         keep_axes = [i for i, r in enumerate(reduced) if not r]
-        init = scalar.reduce_identity(sink.op, sink.dtype)
 
         def init_body(idx_keep):
             idx = [ir.Constant(I64, 0)] * len(domain)
             for a, i in zip(keep_axes, idx_keep, strict=True):
                 idx[a] = i
-            scalar.store(b, init, address(writes[sink], idx, sink.dtype), sink.dtype)
+            for r in reductions:
+                init = scalar.reduce_identity(r.op, r.dtype)
+                scalar.store(b, init, address(writes[r], idx, r.dtype), r.dtype)
 
         nest(b, [bounds(a) for a in keep_axes], init_body, "init", outer=NO_OUTER_UNROLL)
 
@@ -139,12 +147,10 @@ def emit_loop(
             scalar.store(b, value_of(sink), address(writes[sink], idx, sink.dtype), sink.dtype)
         for m in members:
             args = [value_of(i) for i in m.inputs]
-            if m is sink and reducing:
-                out = address(writes[sink], idx, sink.dtype)
-                acc = scalar.load(b, out, sink.dtype, name="acc")
-                scalar.store(
-                    b, scalar.reduce_combine(b, sink.op, sink.dtype, acc, args[0]), out, sink.dtype
-                )
+            if m in reductions:
+                out = address(writes[m], idx, m.dtype)
+                acc = scalar.load(b, out, m.dtype, name="acc")
+                scalar.store(b, scalar.reduce_combine(b, m.op, m.dtype, acc, args[0]), out, m.dtype)
                 continue
             values[m] = scalar.ELEMENTWISE[m.op](b, m, args)
             if m in writes:
@@ -156,7 +162,7 @@ def emit_loop(
     nest(b, [bounds(a) for a in range(len(domain))], body, "loop", outer=NO_OUTER_UNROLL)
     b.ret_void()
     shape = "x".join(map(str, domain)) or "scalar"
-    what = f"{sink.op} " if reducing else ""
+    what = " + ".join(r.op for r in reductions) + " " if reducing else ""
     return LoopSpec(
         name, keys, extent, f"loop {what}over [{shape}] (axes merged), parallel over axis {par}"
     )

@@ -165,6 +165,16 @@ ELEMENTWISE["log"] = _unary_intrinsic("llvm.log")
 ELEMENTWISE["sqrt"] = _unary_intrinsic("llvm.sqrt")
 
 
+@lowers("batch_norm")
+def _batch_norm(b, node, args):
+    x, mean, invstd, weight, bias = args
+    centered = b.fsub(x, mean, flags=ELEMENTWISE_FLAGS)
+    scaled = b.fmul(
+        b.fmul(centered, invstd, flags=ELEMENTWISE_FLAGS), weight, flags=ELEMENTWISE_FLAGS
+    )
+    return b.fadd(scaled, bias, flags=ELEMENTWISE_FLAGS)
+
+
 @lowers("rsqrt")
 def _rsqrt(b, node, args):
     (x,) = args

@@ -340,15 +340,9 @@ def _finish(trace: Trace, result):
     from graphc.verify import verify
 
     verify(graph, after="trace")
-    sources = [trace.sources[_inverse(env, n)] for n in graph.inputs]
+    old_of = {n: old for old, n in env.items()}
+    sources = [trace.sources[old_of[n]] for n in graph.inputs]
     return graph, sources, sinks, returns, clears
-
-
-def _inverse(env: dict[Node, Node], new: Node) -> Node:
-    for old, n in env.items():
-        if n is new:
-            return old
-    raise KeyError(new)
 
 
 def _rename_inputs(graph: Graph, renames: dict[Node, tuple[str, str]]):

@@ -65,5 +65,62 @@ class MLP(nn.Module):
         return self.net(x)
 
 
-MODELS = {"convnet": ConvNet, "lenet5": LeNet5, "mlp": MLP}
-INPUT_SHAPES = {"convnet": (3, 32, 32), "lenet5": (1, 28, 28), "mlp": (3, 32, 32)}
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with BatchNorm and a residual connection (He et al., 2016); a
+    block that changes the resolution or width adds a 1x1 convolution to its shortcut."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(planes),
+            )
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """The CIFAR ResNet: a 3x3 stem of 16 channels, three stages of `blocks` basic blocks
+    (16, 32 and 64 channels at 32x32, 16x16 and 8x8), global average pooling, a classifier.
+    6 * blocks + 2 layers: ResNet-20 has 3 blocks per stage, ResNet-56 has 9."""
+
+    def __init__(self, blocks: int = 3, num_classes: int = 10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        layers, planes = [], 16
+        for width, stride in ((16, 1), (32, 2), (64, 2)):
+            for i in range(blocks):
+                layers.append(BasicBlock(planes, width, stride if i == 0 else 1))
+                planes = width
+        self.layers = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(64, num_classes)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layers(x)
+        return self.fc(self.pool(x).flatten(1))
+
+
+class ResNet20(ResNet):
+    def __init__(self, num_classes: int = 10):
+        super().__init__(3, num_classes)
+
+
+MODELS = {"convnet": ConvNet, "lenet5": LeNet5, "mlp": MLP, "resnet20": ResNet20}
+INPUT_SHAPES = {
+    "convnet": (3, 32, 32),
+    "lenet5": (1, 28, 28),
+    "mlp": (3, 32, 32),
+    "resnet20": (3, 32, 32),
+}

@@ -3,10 +3,11 @@
     graphc: compiling train_step: LLVM 41/89 kernel codes (2 processes) 1.6 s
 
 The compiler says where it is (`update(stage, done, total)`: cheap, from any thread); a
-background thread draws it once the compile has taken `DELAY` seconds, redrawing at most ten
-times a second, and `compiling()` erases it when the compile ends. It is drawn only on a
-terminal, unless `lines_when_not_a_terminal()` asks for plain lines (`graphc train` does, for
-its logs): one when the wait starts, one when it ends.
+background thread draws it on stderr once the compile has taken `DELAY` seconds, redrawing
+at most ten times a second, and `compiling()` erases it when the compile ends. It is drawn
+only on a terminal; within `reporting_to(stream)` (`graphc train`) it goes to that stream,
+as plain lines when the stream is not a terminal (logs): one when the wait starts, one when
+it ends.
 """
 
 from __future__ import annotations
@@ -21,14 +22,20 @@ from typing import TextIO
 DELAY = 1.0  # seconds of compiling before anything is shown
 _REDRAW = 0.1
 
-_lines = False
+_report_to: TextIO | None = None
 _current: _Status | None = None
 
 
-def lines_when_not_a_terminal(enabled: bool = True) -> None:
-    """Off a terminal, print a line when a long compile starts and when it ends."""
-    global _lines
-    _lines = enabled
+@contextlib.contextmanager
+def reporting_to(stream: TextIO) -> Iterator[None]:
+    """Within the block, long compiles are reported on `stream`, even when it is not a
+    terminal (then as a line when the wait starts and one when it ends)."""
+    global _report_to
+    saved, _report_to = _report_to, stream
+    try:
+        yield
+    finally:
+        _report_to = saved
 
 
 def update(stage: str, done: int | None = None, total: int | None = None) -> None:
@@ -42,9 +49,10 @@ def update(stage: str, done: int | None = None, total: int | None = None) -> Non
 def compiling(name: str, stream: TextIO | None = None) -> Iterator[None]:
     """Shows a status line for the compile of `name` while the block runs (if it is long)."""
     global _current
-    stream = stream or sys.stderr
+    lines = stream is None and _report_to is not None
+    stream = stream or _report_to or sys.stderr
     tty = getattr(stream, "isatty", lambda: False)()
-    if _current is not None or not (tty or _lines):  # nested compiles: the outer one shows
+    if _current is not None or not (tty or lines):  # nested compiles: the outer one shows
         yield
         return
     status = _Status(name, stream, tty)

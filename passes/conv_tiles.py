@@ -172,6 +172,111 @@ def input_grad_problem(geo: ConvGeometry) -> DirectConv | None:
     )
 
 
+# ---- conv2d_input_grad at stride > 1: by output phase ----------------------------------------
+
+
+@dataclass(frozen=True)
+class PhaseAxis:
+    """One spatial axis of a strided input gradient: output position y = s*a + r (phase r)
+    takes the taps t with t*d = r + p (mod s), from cotangent position a + (r + p - t*d)/s."""
+
+    n_out: int  # dx's size along the axis
+    n_g: int  # the cotangent's
+    k: int
+    stride: int
+    dilation: int
+    pad: int
+
+    def phase_taps(self, r: int) -> tuple[tuple[int, int], ...]:
+        """((tap, offset), ...) of phase r, in increasing tap order: a position a of the
+        phase reads the cotangent at a + offset."""
+        s, d, p = self.stride, self.dilation, self.pad
+        return tuple((t, (r + p - t * d) // s) for t in range(self.k) if (r + p - t * d) % s == 0)
+
+    def count(self, r: int) -> int:
+        """Positions of phase r in [0, n_out)."""
+        return len(range(r, self.n_out, self.stride))
+
+    def inside(self, r: int) -> tuple[int, int]:
+        """[a_lo, a_hi): the positions of phase r whose every tap reads inside the cotangent."""
+        taps = self.phase_taps(r)
+        if not taps:
+            return 0, self.count(r)
+        lo = max(0, max(-off for _, off in taps))
+        hi = min(self.count(r), min(self.n_g - off for _, off in taps))
+        return (lo, hi) if lo < hi else (0, 0)
+
+
+@dataclass(frozen=True)
+class PhaseConv:
+    """conv2d_input_grad at stride > 1, as codegen/kernels/conv_strided.py computes it."""
+
+    batch: int
+    groups: int
+    cg: int  # dx's channels per group (the forward input's)
+    og: int  # the cotangent's channels per group
+    rows: PhaseAxis
+    cols: PhaseAxis
+
+    def column_vectors(self, lanes: int) -> int:
+        """Vectors of `lanes` consecutive positions covering the widest column phase."""
+        return -(-self.cols.count(0) // lanes)
+
+
+def phase_problem(geo: ConvGeometry) -> PhaseConv | None:
+    """The phase form of conv2d_input_grad, for strides above 1."""
+    if geo.stride == (1, 1):
+        return None
+    (sh, sw), (ph, pw), (dh, dw) = geo.stride, geo.padding, geo.dilation
+    return PhaseConv(
+        batch=geo.n,
+        groups=geo.groups,
+        cg=geo.cg,
+        og=geo.og,
+        rows=PhaseAxis(geo.h, geo.oh, geo.kh, sh, dh, ph),
+        cols=PhaseAxis(geo.w, geo.ow, geo.kw, sw, dw, pw),
+    )
+
+
+@dataclass(frozen=True)
+class PhasePlan:
+    ct: int  # dx channels per tile
+    v: int  # vectors per column phase
+
+    def describe(self, p: PhaseConv, lanes: int) -> str:
+        s = p.cols.stride
+        return (
+            f"phase schedule: tile {self.ct} channels x {s} column phases x {self.v}x{lanes} "
+            f"columns ({self.ct * s * self.v} vector accumulators); loops o, i over the row's "
+            "phase taps; taps j unrolled; phases interleaved in registers for row stores"
+        )
+
+
+def phase_plan_options(p: PhaseConv, lanes: int, regs: int) -> list[tuple[float, PhasePlan]]:
+    """[(estimated cycles, plan)] of every phase plan that fits the vector registers."""
+    s = p.cols.stride
+    taps_j = [p.cols.phase_taps(r) for r in range(s)]
+    loads = len({off for taps in taps_j for _, off in taps})
+    fmas_j = sum(len(t) for t in taps_j)
+    rows = [len(p.rows.phase_taps(r)) * p.rows.count(r) for r in range(p.rows.stride)]
+    n_vecs = p.column_vectors(lanes)
+    options = []
+    for v in range(1, min(n_vecs, 4) + 1):
+        for ct in range(1, min(p.cg, 16) + 1):
+            accs = ct * s * v
+            if accs + loads * v + 1 > regs:
+                continue
+            cost = 0.0
+            for cc, cs in _split(p.cg, ct):
+                for vc, vs in _split(n_vecs, v):
+                    step = _step(cs * fmas_j * vs, loads * 2 * vs + cs * p.cols.k, cs * s * vs)
+                    per_row_tap = p.og * step
+                    tile_end = cs * s * vs * 2 + 10
+                    cost += cc * vc * (sum(rows) * per_row_tap + p.rows.n_out * tile_end)
+            options.append((p.groups * p.batch * cost, PhasePlan(ct, v)))
+    return options
+
+
 @dataclass(frozen=True)
 class WidthPlan:
     ot: int  # output channels per tile

@@ -45,6 +45,10 @@ class _Fuser:
 
     def run(self) -> Schedule:
         self.order = {n: i for i, n in enumerate(self.graph.nodes)}
+        self.reductions: dict[tuple, list[Node]] = {}  # sibling candidates, by what they reduce
+        for n in self.graph.nodes:
+            if is_reduction_loop(n):
+                self.reductions.setdefault(_reduction_key(n), []).append(n)
         for node in self.graph.nodes:  # epilogues first: they claim their bias add and ReLU
             if node.op in ("conv2d", "matmul"):
                 self._contraction(node)
@@ -73,6 +77,12 @@ class _Fuser:
         for n in k.nodes:
             if n.op not in VIEW_OPS and n.op not in INLINE_OPS:
                 self.owner[n] = k
+
+    def _at(self, n: Node) -> int:
+        """Where n is computed: its kernel's position (a loop of sibling reductions runs at
+        its first sum, before some of its members' places in the graph), else its own."""
+        k = self.owner.get(n)
+        return self.order[k.root] if k is not None else self.order[n]
 
     def _only_user(self, n: Node) -> Node | None:
         us = self.users[n]
@@ -182,27 +192,13 @@ class _Fuser:
 
     def _loop(self, sink: Node) -> None:
         domain = sink.inputs[0].shape if is_reduction_loop(sink) else sink.shape
-        candidates = self._candidates(sink, domain)
-        # Keep a producer only if every reader of its value is in the loop too (a graph
-        # output is read after the whole step, so it can be stored from inside the loop).
-        # A producer whose value is also read outside the loop stays in it when every such
-        # reader runs after the loop (its value is then stored by the same pass);
-        # otherwise it must be computed earlier, on its own.
-        members = {sink} | candidates
-        last = self.order[sink]
-        changed = True
-        while changed:
-            changed = False
-            for c in list(members - {sink}):
-                early = [u for u in self.users[c] if u not in members and self.order[u] < last]
-                if early:
-                    members.discard(c)
-                    changed = True
-                    self.decisions.append(
-                        f"not fused {c.op} into the loop of {sink.op}: {early[0].op} reads it "
-                        "before the loop would run"
-                    )
-            members &= _reachable(sink, members)
+        sinks = [sink] + self._siblings(sink)
+        members = self._members(sinks, domain)
+        if members is None:  # the siblings' values are not all ready where the loop would run
+            self.decisions.append(f"not fused sibling reductions into the loop of {sink.op}")
+            sinks = [sink]
+            members = self._members(sinks, domain)
+        root = min(sinks, key=self.order.get)  # where the kernel runs: its first sum
         order = self.order
         inline = {i for m in members for i in _inline_leaves(m)}
         nodes = tuple(sorted(members | inline, key=order.get))
@@ -212,11 +208,93 @@ class _Fuser:
         extra = [
             m
             for m in members
-            if m is not sink and (m in self.outputs or any(u not in members for u in self.users[m]))
+            if m not in sinks
+            and (m in self.outputs or any(u not in members for u in self.users[m]))
         ]
-        outputs = tuple(sorted({sink, *extra}, key=order.get))
-        what = f"{sink.op} over {list(domain)}" if is_reduction_loop(sink) else str(list(domain))
-        self._add(Kernel("", "loop", sink, nodes, outputs, f"loop over {what}", {"domain": domain}))
+        outputs = tuple(sorted({*sinks, *extra}, key=order.get))
+        what = str(list(domain))
+        if is_reduction_loop(sink):
+            what = f"{' + '.join(s.op for s in sorted(sinks, key=order.get))} over {what}"
+        self._add(Kernel("", "loop", root, nodes, outputs, f"loop over {what}", {"domain": domain}))
+
+    def _members(self, sinks: list[Node], domain: tuple[int, ...]) -> set[Node] | None:
+        """The nodes of a loop computing `sinks`, run where the first of them is; None if
+        some value it reads is computed only after that."""
+        candidates = set().union(*(self._candidates(s, domain) for s in sinks))
+        # Keep a producer only if every reader of its value is in the loop too (a graph
+        # output is read after the whole step, so it can be stored from inside the loop).
+        # A producer whose value is also read outside the loop stays in it when every such
+        # reader runs after the loop (its value is then stored by the same pass);
+        # otherwise it must be computed earlier, on its own.
+        members = set(sinks) | candidates
+        last = min(self.order[s] for s in sinks)
+        changed = True
+        while changed:
+            changed = False
+            for c in list(members - set(sinks)):
+                early = [u for u in self.users[c] if u not in members and self._at(u) < last]
+                if early:
+                    members.discard(c)
+                    changed = True
+                    self.decisions.append(
+                        f"not fused {c.op} into the loop of {sinks[0].op}: {early[0].op} reads "
+                        "it before the loop would run"
+                    )
+            members &= set().union(*(_reachable(s, members) for s in sinks))
+        if len(sinks) > 1:
+            for m in members:
+                for r in _chain_reads_of(m, members):
+                    if self.order[r] >= last:
+                        return None
+        return members
+
+    def _siblings(self, sink: Node) -> list[Node]:
+        """Reductions computed earlier over the same values and axes, to be computed in the
+        same pass as `sink` (one read of the data for several sums, as BatchNorm's gradient
+        needs); the loop then runs where the first of them is, so `sink` must not depend on
+        them (what it reads must be ready by then: _members checks)."""
+        if not is_reduction_loop(sink):
+            return []
+        found = []
+        earlier = [
+            r
+            for r in self.reductions.get(_reduction_key(sink), ())
+            if self.order[r] < self.order[sink]
+        ]
+        # the nearest few only: siblings are computed side by side (a deep network has a
+        # hundred reductions of one shape, and comparing each with all would be quadratic)
+        for r in reversed(earlier[-SIBLING_WINDOW:]):
+            if len(found) == MAX_SIBLINGS:
+                break
+            if r in self.owner:
+                continue
+            if not self._shares_data(sink, r) or self._depends_on(sink, r):
+                continue
+            found.append(r)
+            self.decisions.append(
+                f"fused {r.op} into the loop of {sink.op}: same values and axes, one pass"
+            )
+        return found
+
+    def _shares_data(self, a: Node, b: Node) -> bool:
+        """Whether the elementwise chains of two reductions read a common value."""
+        return bool(_chain_reads(a, self.owner) & _chain_reads(b, self.owner))
+
+    def _depends_on(self, later: Node, earlier: Node) -> bool:
+        """Whether `later` reads `earlier`'s value through any path (nodes before `earlier`
+        in graph order cannot lead to it, which bounds the walk)."""
+        floor = self.order[earlier]
+        seen: set[Node] = set()
+        stack = list(later.inputs)
+        while stack:
+            n = stack.pop()
+            if n is earlier:
+                return True
+            if n in seen or self.order[n] < floor:
+                continue
+            seen.add(n)
+            stack.extend(n.inputs)
+        return False
 
     def _candidates(self, sink: Node, domain: tuple[int, ...]) -> set[Node]:
         """Unowned elementwise producers of the loop's shape, reached through direct edges."""
@@ -284,6 +362,51 @@ class _Fuser:
         self._add(Kernel("", "loop", v, nodes, (v,), reason, {"domain": v.shape}))
         stored.add(v)
         self.decisions.append(f"materialised {v.op} {list(v.shape)}: read by {reader}")
+
+
+MAX_SIBLINGS = 3  # reductions merged into one loop besides its sink (accumulators per pass)
+SIBLING_WINDOW = 4  # earlier reductions of the same kind considered, nearest first
+
+
+def _reduction_key(n: Node) -> tuple:
+    return (n.op, n.inputs[0].shape, tuple(n.attrs["axes"]), n.attrs["keepdims"], n.dtype)
+
+
+def _chain_reads(sink: Node, owner, limit: int = 48) -> set[Node]:
+    """The values a reduction's unowned elementwise chain reads from elsewhere (stored or
+    computed by other kernels), through views: the nearest `limit` nodes of it, which is
+    where siblings share their data (the question is only whether merging pays)."""
+    reads: set[Node] = set()
+    seen: set[Node] = set()
+    stack = list(sink.inputs)
+    while stack and len(seen) < limit:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        if n.op in VIEW_OPS or n.op in INLINE_OPS:
+            stack.extend(n.inputs)
+        elif not n.is_input and n not in owner and is_elementwise(n):
+            stack.extend(n.inputs)
+        else:
+            reads.add(n)
+    return reads
+
+
+def _chain_reads_of(m: Node, members: set[Node]) -> list[Node]:
+    """What member `m` reads from outside the loop: its inputs that are not members, seen
+    through views (a view of a fill reads nothing)."""
+    out = []
+    stack = list(m.inputs)
+    while stack:
+        n = stack.pop()
+        if n in members:
+            continue
+        if n.op in VIEW_OPS:
+            stack.extend(n.inputs)
+        elif n.op not in INLINE_OPS:
+            out.append(n)
+    return out
 
 
 def _is_zero(n: Node) -> bool:

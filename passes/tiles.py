@@ -27,6 +27,8 @@ from graphc.passes.conv_tiles import (
     direct_plan_options,
     forward_problem,
     input_grad_problem,
+    phase_plan_options,
+    phase_problem,
     wgrad_plan_options,
 )
 from graphc.passes.gemm_tiles import (
@@ -191,11 +193,17 @@ def conv2d_input_grad_tiles(geo: ConvGeometry, dtype: str, vectors: VectorUnit) 
     op = "conv2d_input_grad"
     if (t := _not_f32(op, dtype)) is not None:
         return t
+    lanes = vectors.lanes(dtype)
+    phases = phase_problem(geo)
+    if phases is not None:
+        options = phase_plan_options(phases, lanes, vectors.registers)
+        if not options:
+            return Tiles(op, None, 1, GENERIC, "no phase plan fits the vector registers")
+        return _ranked(op, options, lanes, vectors.registers, lambda p: p.describe(phases, lanes))
     problem = input_grad_problem(geo)
     if problem is None:
-        why = "stride > 1 or padding beyond the dilated kernel: no stride-1 convolution form"
+        why = "padding beyond the dilated kernel: no stride-1 convolution form"
         return Tiles(op, None, 1, GENERIC, why)
-    lanes = vectors.lanes(dtype)
     options = direct_plan_options(problem, lanes, vectors.registers)
     if not options:
         return Tiles(op, None, 1, GENERIC, "no vector plan fits the registers and the stack")

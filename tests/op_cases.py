@@ -442,6 +442,12 @@ def _nn_cases() -> list[OpCase]:
         case("one_hot", i64(4, domain=fixed([3, 0, 1, 0])), num_classes=4, ignore_index=0),
         case("one_hot", i64(3, domain=ints(0, 1)), num_classes=1, dtype=BOOL),
     ]
+    # batch_norm's derivative goes through the statistics of x (its other operands), which
+    # finite differences of the op alone do not see: test_ops_nn.py checks it through
+    # F.batch_norm instead.
+    for shape, axes in [((4, 3, 5, 5), (0, 2, 3)), ((6, 2), (0,)), ((3, 4, 7), (0, 2))]:
+        args = [f32(*shape) for _ in range(5)]
+        cases += [case("batch_norm", *args, axes=axes, vjp=False)]
     return cases
 
 

@@ -152,6 +152,34 @@ def test_check_catches_a_wrong_update():
     assert again["passed"], again["problems"]
 
 
+class _Fixed:
+    """A contender whose two steps give fixed losses and a fixed first update."""
+
+    def __init__(self, name: str, update: float, loss: float = 1.0):
+        self.name, self.update, self.loss = name, update, loss
+
+    def run(self):
+        return self.loss
+
+    def parameters(self):
+        return {"w": np.array([1.0 + self.update, 2.0])}
+
+
+def test_check_against_an_exact_run_allows_the_references_own_rounding():
+    """With a float64 run, graphc may be as far from it as NOISE times the float32
+    reference is (a deep network's rounding), but not more."""
+    initial = {"w": np.array([1.0, 2.0])}
+    exact = _Fixed("torch-eager (float64)", update=1.0)
+    reference = _Fixed("torch-eager", update=1.01)  # 1% off by its own rounding
+    near = check_training(_Fixed("graphc", update=0.97), reference, initial, exact)
+    assert near["passed"], near["problems"]  # 3% off the exact update: within 5 x 1%
+    far = check_training(_Fixed("graphc", update=0.9), reference, initial, exact)
+    assert not far["passed"] and "first update of w differs by 1.00e-01" in far["problems"][0]
+    assert "torch-eager's own: 1.00e-02" in far["problems"][0]
+    wrong_loss = check_training(_Fixed("graphc", 1.0, loss=1.5), reference, initial, exact)
+    assert any("step 1 loss" in p for p in wrong_loss["problems"])
+
+
 @pytest.mark.torch
 def test_torch_twin_has_the_same_state_dict_layout():
     pytest.importorskip("torch")

@@ -228,7 +228,10 @@ def test_inference_by_default_prints_the_final_ir(model_file, tmp_path):
 
 ERRORS = {
     "no target": ([], "give a TARGET: convnet, FILE.py:Class or FILE.py:function"),
-    "unknown model": (["resnet"], "TARGET must be one of convnet, lenet5, mlp, FILE.py:Class"),
+    "unknown model": (
+        ["resnet"],
+        "TARGET must be one of convnet, lenet5, mlp, resnet20, FILE.py:Class",
+    ),
     "missing file": (["nope.py:Net"], "nope.py is not a file"),
     "missing class": (["{model}:Big", "--input-shape", "4x8"], "has no Big; it defines Small"),
     "not a model": (["{model}:NotAModel"], "is a type, not a graphc.nn.Module class"),

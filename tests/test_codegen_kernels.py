@@ -135,6 +135,13 @@ CONV_CASES = (
     + conv_cases((2, 3, 8, 8), (4, 3, 3, 3), "float64", plain=True, padding=1)
     + conv_cases((1, 4, 7, 9), (6, 2, 3, 3), "float64", stride=2, padding=1, dilation=2, groups=2)
     + conv_cases((2, 3, 9, 10), (5, 3, 3, 3), generic=True, padding=1)
+    # conv2d_input_grad by output phase (stride > 1): a ResNet downsampling block, its 1x1
+    # shortcut, three and four column phases, and phase rows of several vectors
+    + conv_cases((2, 8, 18, 17), (12, 8, 3, 3), stride=2, padding=1)
+    + conv_cases((2, 16, 8, 8), (32, 16, 1, 1), stride=2)
+    + conv_cases((1, 3, 11, 40), (4, 3, 3, 3), stride=3, padding=1)
+    + conv_cases((1, 3, 20, 37), (5, 3, 5, 5), stride=(2, 4), padding=2)
+    + conv_cases((1, 2, 5, 100), (3, 2, 3, 3), stride=2, padding=1)
 )
 
 EMIT = {
@@ -447,7 +454,7 @@ def test_narrow_targets_match_reference(narrow, rng):
     cases, lib, kind = narrow
     lanes = {"avx2": 8, "generic": 4}[kind]
     for case in cases:
-        # conv2d_input_grad at stride 2 has no vector schedule: the scalar path
+        # (float64 and the forced generic cases take the scalar path)
         assert case.spec.vector_lanes == (1 if "generic" in case.spec.schedule else lanes)
         check_case(lib, case, rng)
 

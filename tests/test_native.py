@@ -204,3 +204,33 @@ def test_fused_pool_relu_bias_gradients_match(rng):
 
     e, g = both(grads, x)
     close(e, g, rtol=1e-5, atol=1e-6)
+
+
+def test_sibling_reductions_share_one_pass(rng):
+    """Sums over the same values and axes (BatchNorm's backward: sum(g), sum(g * (x - mean))
+    and the weight's sum) are computed in one loop over the data, and agree with the
+    reference."""
+    conv = graphc.nn.Conv2d(2, 3, 1)  # its weight's gradient is made of BatchNorm's dx
+    bn = graphc.nn.BatchNorm2d(3)
+    x = arr(rng, 4, 2, 6, 7)
+    ct = arr(rng, 4, 3, 6, 7)
+
+    def grads(x, ct):
+        conv.zero_grad()
+        bn.zero_grad()
+        (F.relu(bn(conv(x))) * ct).sum().backward()
+        return conv.weight.grad, bn.weight.grad, bn.bias.grad
+
+    e, g = both(grads, x, ct)
+    close(e, g, rtol=1e-5, atol=1e-5)
+    graph = CompiledFunction(grads, backend=native_executable).trace(x, ct).graph
+    full = [
+        k
+        for k in graph.meta["schedule"].kernels
+        if k.kind == "loop" and tuple(k.params["domain"]) == (4, 3, 6, 7)
+    ]
+    # mean, variance; then the sums of the backward pass (which recompute the normalised
+    # output for the ReLU's mask); then dx with the sums that read it: four passes, where
+    # one loop per reduction took seven
+    assert len(full) == 4, [k.reason for k in full]
+    assert [k.reason.count("reduce_sum") for k in full] == [1, 1, 2, 2]

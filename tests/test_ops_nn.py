@@ -101,3 +101,49 @@ def test_invalid_operands_are_refused(op, types, attrs, message):
 
 def test_one_hot_result_type_follows_dtype_attr():
     assert infer("one_hot", t((2, 3), I64), num_classes=5, dtype=F64) == t((2, 3, 5), F64)
+
+
+@pytest.mark.parametrize(
+    "shape, affine",
+    [((4, 3, 5, 6), True), ((7, 3), True), ((3, 2, 9), False), ((2, 3, 4, 4), False)],
+)
+def test_batch_norm_in_training_differentiates_through_its_statistics(shape, affine, rng):
+    """F.batch_norm in training emits one batch_norm op whose VJP is the whole derivative
+    through the batch mean and variance (PyTorch's formula): against float64 central
+    differences of the normalisation written out in numpy."""
+    import graphc
+    import graphc.nn.functional as F
+
+    c = shape[1]
+    axes = tuple(i for i in range(len(shape)) if i != 1)
+    eps = 1e-5
+    x0 = rng.standard_normal(shape)
+    w0, b0 = rng.standard_normal(c), rng.standard_normal(c)
+    ct = rng.standard_normal(shape)
+    per_channel = [1, c] + [1] * (len(shape) - 2)
+
+    def loss(x, w, b):
+        mean = x.mean(axis=axes, keepdims=True)
+        var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+        y = (x - mean) / np.sqrt(var + eps)
+        if affine:
+            y = y * w.reshape(per_channel) + b.reshape(per_channel)
+        return float((y * ct).sum())
+
+    x = graphc.tensor(x0, requires_grad=True)
+    w = graphc.tensor(w0, requires_grad=True) if affine else None
+    b = graphc.tensor(b0, requires_grad=True) if affine else None
+    y = F.batch_norm(x, None, None, w, b, training=True, eps=eps)
+    (y * graphc.tensor(ct)).sum().backward()
+    grads = [(x0, x.grad)] + ([(w0, w.grad), (b0, b.grad)] if affine else [])
+    for k, (value, got) in enumerate(grads):
+        h = 1e-6
+        expect = np.empty(value.size)
+        for i in range(value.size):
+            args = [x0.copy(), w0.copy(), b0.copy()]
+            flat = args[k].reshape(-1)
+            flat[i] += h
+            up = loss(*args)
+            flat[i] -= 2 * h
+            expect[i] = (up - loss(*args)) / (2 * h)
+        np.testing.assert_allclose(got.numpy().reshape(-1), expect, rtol=1e-5, atol=1e-6)

@@ -45,7 +45,11 @@ NO_FLOPS = {
 }
 
 # Differentiable ops that no finite-difference case can check, and why.
-NO_FD_CASE = {"stop_gradient": "its derivative is zero by definition (test below)"}
+NO_FD_CASE = {
+    "stop_gradient": "its derivative is zero by definition (test below)",
+    "batch_norm": "differentiates through its operands' statistics: checked through "
+    "F.batch_norm against finite differences in test_ops_nn.py",
+}
 
 
 def real_ops() -> list[str]:

@@ -23,10 +23,13 @@ from graphc.frontend.compile import CompiledFunction, interpreter_executable
 from graphc.interpreter import interpret
 from graphc.ir import Graph
 from graphc.passes.conv_tiles import (
+    PhasePlan,
     conv_geometry,
     direct_plan_options,
     forward_problem,
     input_grad_problem,
+    phase_plan_options,
+    phase_problem,
     wgrad_plan_options,
 )
 from graphc.passes.gemm_tiles import BlockedPlan, DotPlan, OuterPlan, matmul_geometry
@@ -158,7 +161,11 @@ def _runner_up(node, t: Tiles, vectors: VectorUnit) -> Tiles:
         options = direct_plan_options(forward_problem(geo), lanes, regs)
     elif node.op == "conv2d_input_grad":
         geo = conv_geometry(a["input_shape"], second.shape, *conv)
-        options = direct_plan_options(input_grad_problem(geo), lanes, regs)
+        phases = phase_problem(geo)
+        if phases is not None:
+            options = phase_plan_options(phases, lanes, regs)
+        else:
+            options = direct_plan_options(input_grad_problem(geo), lanes, regs)
     else:
         geo = conv_geometry(first.shape, a["weight_shape"], *conv)
         options = wgrad_plan_options(geo, lanes, regs)
@@ -209,7 +216,10 @@ def test_reasons_for_scalar_loops():
     t = conv2d_tiles(geo, "float64", vectors)
     assert t.plan is None and "float64" in t.reason
     t = conv2d_input_grad_tiles(geo, "float32", vectors)
-    assert t.plan is None and "stride > 1" in t.reason
+    assert isinstance(t.plan, PhasePlan)  # stride 2: by output phase
+    wide = conv_geometry((2, 3, 9, 9), (4, 3, 3, 3), 1, 3, 1, 1)
+    t = conv2d_input_grad_tiles(wide, "float32", vectors)
+    assert t.plan is None and "padding beyond the dilated kernel" in t.reason
     t = matmul_tiles(matmul_geometry((0, 5), (5, 3), False, False), "float32", vectors)
     assert t.plan is None and "empty" in t.reason
 

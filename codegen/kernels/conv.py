@@ -24,7 +24,7 @@ from functools import partial
 
 from llvmlite import ir
 
-from graphc.codegen.kernels import conv_generic, conv_wgrad
+from graphc.codegen.kernels import conv_generic, conv_strided, conv_wgrad
 from graphc.codegen.kernels.common import KernelSpec, check_tiles, element_type
 from graphc.codegen.kernels.conv_direct import emit_direct
 from graphc.codegen.kernels.epilogue import Epilogue
@@ -32,11 +32,13 @@ from graphc.codegen.target import Target
 from graphc.passes.conv_tiles import (
     ChannelPlan,
     ChannelWPlan,
+    PhasePlan,
     WidthPlan,
     WidthWPlan,
     conv_geometry,
     forward_problem,
     input_grad_problem,
+    phase_problem,
 )
 from graphc.passes.tiles import (
     Tiles,
@@ -152,12 +154,26 @@ def emit_conv2d_input_grad(
     dt, elem = element_type(dtype)
     roles = ("out", "g", "w")
     tiles = tiles or conv2d_input_grad_tiles(geo, dt.name, target.vector_unit())
-    check_tiles(tiles, "conv2d_input_grad", (WidthPlan, ChannelPlan), target.lanes(dt))
+    kinds = (PhasePlan,) if geo.stride != (1, 1) else (WidthPlan, ChannelPlan)
+    check_tiles(tiles, "conv2d_input_grad", kinds, target.lanes(dt))
     problem = input_grad_problem(geo)
-    if problem is None and tiles.plan is not None:
-        raise ValueError(f"{name}: this geometry has no stride-1 form for a vector plan")
     stack, lanes = 0, 1
-    if generic or tiles.plan is None:
+    if not generic and isinstance(tiles.plan, PhasePlan):
+        lanes = target.f32_lanes
+        sched = conv_strided.emit_phases(
+            module,
+            name,
+            geo,
+            phase_problem(geo),
+            roles=roles,
+            elem=elem,
+            target=target,
+            plan=tiles.plan,
+        )
+        sched += "; " + _EXACT_NOTE.format(operand="w")
+    elif problem is None and tiles.plan is not None and not generic:
+        raise ValueError(f"{name}: this geometry has no stride-1 form for a vector plan")
+    elif generic or tiles.plan is None:
         sched = conv_generic.emit_input_grad(
             module, name, geo, roles=roles, elem=elem, target=target
         )

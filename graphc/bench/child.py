@@ -34,7 +34,12 @@ def _prepare(req: dict) -> dict:
     from graphc.bench import workload as wl
     from graphc.bench.check import check_inference, check_training
     from graphc.bench.config import GRAPHC_EAGER, TORCH_EAGER, BenchError, Workload
-    from graphc.bench.contenders import GraphcContender, make_contender, torch_available
+    from graphc.bench.contenders import (
+        GraphcContender,
+        TorchContender,
+        make_contender,
+        torch_available,
+    )
 
     w = Workload.from_json(req["workload"])
     cls = wl.model_class(w.model)
@@ -63,7 +68,8 @@ def _prepare(req: dict) -> dict:
     subject = GraphcContender(w, data)
     reference = make_contender(TORCH_EAGER if twin is not None else GRAPHC_EAGER, w, data)
     if w.kind == "train":
-        check = check_training(subject, reference, state)
+        exact = TorchContender(w, data, float64=True) if twin is not None else None
+        check = check_training(subject, reference, state, exact)
     else:
         check = check_inference(subject, reference)
     flops = wl.count_flops(subject.graph())

@@ -37,7 +37,9 @@ def machine_threads() -> int:
 
 @dataclass
 class BenchConfig:
-    model: str = "convnet"  # convnet | lenet5 | mlp | FILE.py:Class | package.module:Class
+    model: str = (
+        "convnet"  # convnet | lenet5 | mlp | resnet20 | FILE.py:Class | package.module:Class
+    )
     input_shape: tuple[int, ...] | None = None  # per sample; None: the built-in model's own
     batch_sizes: tuple[int, ...] = (64,)
     optimizer: str = "sgd"

@@ -124,18 +124,28 @@ class TorchContender(Contender):
     """PyTorch eager, or torch.compile (inductor, default mode) of the model with the loss,
     backward (AOTAutograd compiles it too) and the optimizer step around it, as users write it."""
 
-    def __init__(self, w: Workload, data: WorkloadData, compiled: bool = False) -> None:
+    def __init__(
+        self, w: Workload, data: WorkloadData, compiled: bool = False, float64: bool = False
+    ) -> None:
+        """`float64`: the same model and batch in double precision, as the exact answer
+        float32 results are measured against (the correctness check)."""
         import torch
 
         from graphc.bench.twin import torch_twin
 
         self.name = TORCH_COMPILE if compiled else TORCH_EAGER
+        if float64:
+            self.name += " (float64)"
         torch.manual_seed(w.seed)
         net = torch_twin(model_class(w.model))()
         net.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in data.state.items()})
+        if float64:
+            net = net.double()
         self.net = net
         self.torch = torch
         self.x, self.y = torch.from_numpy(data.x.copy()), torch.from_numpy(data.y.copy())
+        if float64:
+            self.x = self.x.double()
         self.model = torch.compile(net) if compiled else net
         self.kind = w.kind
         if w.kind == "train":

@@ -13,7 +13,8 @@ JSON (schema "graphc-bench/1"; times in the unit their key names; null where not
     "parameters", "optimizer" (text), "threads", "backend", "initialisation",
     "flops": {"dense" (conv/linear contractions: the basis of GFLOP/s), "full" (every op with
               a flops rule), "anchor_dense" (anchors.md's count, when it has one), "basis"},
-    "check": the correctness check (check.py): reference, losses, relative differences, passed,
+    "check": the correctness check (check.py): reference, exact (the float64 run measured
+             against, or null), losses, relative differences, passed,
     "contenders": {NAME: {                         NAME: graphc | torch-eager | torch-compile
         "median_ms", "q1_ms", "q3_ms", "min_ms", "max_ms"     over every timed call,
         "round_medians_ms", "round_median_range_ms", "timed_calls",
@@ -177,6 +178,8 @@ def format_workload(w: dict) -> list[str]:
             f"(rtol {chk['loss_rtol']:g}), first updates within "
             f"{chk['worst_update_rel_diff']:.1e} of their norm"
         )
+        if chk.get("exact"):
+            check += f"; both measured against {chk['exact']}"
     else:
         check = f"check vs {chk['reference']}: logits within {chk['output_rel_diff']:.1e}"
     lines = [

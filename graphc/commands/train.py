@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--model",
         default=_,
         metavar="NAME|FILE.py:Class",
-        help="convnet, lenet5, mlp, or a graphc.nn.Module class in your file "
+        help="convnet, lenet5, mlp, resnet20, or a graphc.nn.Module class in your file "
         "(default: convnet; lenet5 for MNIST)",
     )
     p.add_argument(

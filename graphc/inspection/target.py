@@ -1,8 +1,8 @@
 """What `graphc inspect` and `graphc check` compile: TARGET resolved to a step and its inputs.
 
 TARGET is
-- a built-in model name (convnet, lenet5, mlp): its batch shape defaults to 64 images of the
-  model's input size;
+- a built-in model name (convnet, lenet5, mlp, resnet20): its batch shape defaults to 64
+  images of the model's input size;
 - FILE.py:Class, a graphc.nn.Module with a no-argument constructor (needs --input-shape);
 - FILE.py:function, compiled as written (a training step that calls backward() and step()
   is inspected as one), called with one random float32 tensor per --input-shape (several

@@ -279,11 +279,28 @@ def batch_norm(
                     n,
                     momentum,
                 )
-    else:
-        if running_mean is None or running_var is None:
-            raise dispatch.user_error(GraphcError, "batch_norm in eval mode needs running stats")
-        centered = G.sub(input, G.reshape(running_mean, *shape))
-        invstd = _invstd(G.reshape(running_var, *shape), eps, input.dtype)
+        # One op whose derivative goes through the batch statistics (PyTorch's formula):
+        # two passes over the data backwards instead of the four that differentiating
+        # mean, variance and normalisation one by one takes.
+        full = tuple(input.shape)
+
+        def per_channel(t: Tensor | None, default: float) -> Tensor:
+            if t is None:
+                return G.full(full, default, dtype=input.dtype)
+            return G.broadcast_to(G.reshape(t, *shape), full)
+
+        operands = (
+            input,
+            G.broadcast_to(mean, full),
+            G.broadcast_to(invstd, full),
+            per_channel(weight, 1.0),
+            per_channel(bias, 0.0),
+        )
+        return dispatch.apply("batch_norm", operands, axes=axes)
+    if running_mean is None or running_var is None:
+        raise dispatch.user_error(GraphcError, "batch_norm in eval mode needs running stats")
+    centered = G.sub(input, G.reshape(running_mean, *shape))
+    invstd = _invstd(G.reshape(running_var, *shape), eps, input.dtype)
     out = G.mul(centered, invstd)
     if weight is not None:
         out = G.mul(out, G.reshape(weight, *shape))

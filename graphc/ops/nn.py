@@ -441,6 +441,54 @@ defop(
     doc="spreads each output cotangent evenly over its window",
 )
 
+# ---- batch normalisation in training ------------------------------------------------------
+
+
+def _batch_norm_rule(x, mean, invstd, weight, bias, axes) -> TensorType:
+    require_float("batch_norm", x)
+    for t in (mean, invstd, weight, bias):
+        if t != x:
+            raise ShapeError(f"batch_norm: every operand must be {x} (broadcast first), got {t}")
+    if not axes or any(not 0 <= a < x.rank for a in axes):
+        raise ShapeError(f"batch_norm: axes {axes} do not fit {x}")
+    return x
+
+
+def _batch_norm_ref(x, mean, invstd, weight, bias, axes):
+    return (x - mean) * invstd * weight + bias
+
+
+def _batch_norm_vjp(b, g, out, x, mean, invstd, weight, bias, axes):
+    # PyTorch's batch_norm_backward: with dotp = sum(g * (x - mean)) and the sums over
+    # `axes` (n values each), dx = (g - (x - mean) * dotp * invstd^2 / n - sum(g) / n)
+    # * invstd * weight. It is the whole derivative through the statistics, which is why
+    # mean and invstd themselves get none (they are x's, computed just before).
+    n = 1
+    for a in axes:
+        n *= x.shape[a]
+    centered = b.sub(x, mean)
+    gc = b.mul(g, centered)
+    dotp = b.broadcast_to(b.reduce_sum(gc, axes=axes, keepdims=True), shape=x.shape)
+    total = b.broadcast_to(b.reduce_sum(g, axes=axes, keepdims=True), shape=x.shape)
+    inv_n = b.full_like(x, 1.0 / n)
+    proj = b.mul(b.mul(dotp, b.mul(invstd, invstd)), inv_n)
+    dx = b.mul(b.sub(b.sub(g, b.mul(centered, proj)), b.mul(total, inv_n)), b.mul(invstd, weight))
+    return dx, None, None, b.mul(gc, invstd), g
+
+
+defop(
+    "batch_norm",
+    type_rule=_batch_norm_rule,
+    ref=_batch_norm_ref,
+    vjp=_batch_norm_vjp,
+    arity=5,
+    attrs={"axes": REQUIRED},
+    traits=("elementwise",),
+    flops=lambda out, *ins, **a: 4 * out.numel,
+    doc="(x - mean) * invstd * weight + bias, where mean and invstd are x's statistics over "
+    "`axes` (batch_norm in training): the derivative goes through them, so they get none",
+)
+
 # ---- softmax family -----------------------------------------------------------------------
 
 

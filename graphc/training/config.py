@@ -24,7 +24,9 @@ class TrainError(GraphcError):
 
 @dataclass
 class TrainConfig:
-    model: str | None = None  # convnet | lenet5 | mlp | FILE.py:Class; None: fits the data
+    model: str | None = (
+        None  # convnet | lenet5 | mlp | resnet20 | FILE.py:Class; None: fits the data
+    )
     data: str = "builtin"  # builtin | cifar10:DIR | mnist:DIR
     epochs: int = 3
     batch_size: int = 64

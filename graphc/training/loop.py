@@ -15,6 +15,7 @@ half-updated when the checkpoint is written. A second Ctrl-C aborts at once.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -26,6 +27,7 @@ from typing import TextIO
 
 import graphc
 import graphc.nn as nn
+from graphc import status
 from graphc.data import DataLoader
 from graphc.distributed.training import TrainGroup
 from graphc.training.build import (
@@ -187,7 +189,11 @@ class Trainer:
                 f"--epochs N with N > {s.epoch} to train further"
             )
             return EXIT_OK
-        with Interrupt(self.err) as local_interrupt:
+        quiet = c.progress == "none"
+        with (
+            Interrupt(self.err) as local_interrupt,
+            contextlib.nullcontext() if quiet else status.reporting_to(self.err),
+        ):
             interrupt = self.interrupt = self.dist.agreed(local_interrupt)
             while s.epoch < c.epochs:
                 if s.phase == "train":
