@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import struct
 import time
@@ -151,6 +152,7 @@ def native_executable(
         graph, library.address(ENTRY), plan.arena_bytes, slots, library, profile=profile
     )
     exe.timings = timings
+    exe.cache_key = key
     exe.compile_parts = build.processes if build is not None else 1
     exe.compile_problems = build.problems if build is not None else []
     exe.compile_report = build.report if build is not None else None
@@ -174,6 +176,64 @@ def native_executable(
 
 
 KERNELS = "kernels"  # the cache's directory of kernel codes
+
+
+# ---- warm starts: a trace seen before runs without the passes --------------------------------
+
+STEPS = "steps"  # the cache's directory of step records
+_STEP = struct.Struct("<Q")
+
+
+def step_key(traced: Graph, target: Target) -> str:
+    """The key of a traced graph (with its meta: state updates, the vectors): the passes are
+    deterministic, so it names the compiled step as well as the optimised graph's key does."""
+    meta = repr(sorted((k, repr(v)) for k, v in traced.meta.items()))
+    return cache.cache_key(f"step|{traced.structural_hash()}|{meta}", target_key(target))
+
+
+def remember(traced: Graph, exe: NativeExecutable) -> None:
+    """After a compile: the trace `traced` runs `exe`'s cached code (a small record, which
+    points at the step's own cache entry)."""
+    key = getattr(exe, "cache_key", None)
+    if key is None:
+        return
+    record = {"graph_key": key, "arena_bytes": len(exe.arena), "slots": exe.slot_table()}
+    cache.store(step_key(traced, host_target()), json.dumps(record).encode(), STEPS)
+
+
+def warm_executable(traced: Graph) -> NativeExecutable | None:
+    """The executable of a trace compiled before (see remember), or None."""
+    t0 = time.perf_counter()
+    target = host_target()
+    raw = cache.load(step_key(traced, target), STEPS)
+    if raw is None:
+        return None
+    try:
+        record = json.loads(raw)
+        slots = [OutputSlot(str(kind), int(index)) for kind, index in record["slots"]]
+        arena_bytes = int(record["arena_bytes"])
+        objs = _unpack(cache.load(str(record["graph_key"])))
+    except (ValueError, KeyError, TypeError):
+        return None
+    if objs is None or len(slots) != len(traced.outputs):
+        return None
+    jit.load_system_libraries()
+    times = jit.CompileTimes()
+    library = jit.load_object(objs, [ENTRY], times)
+
+    def planned() -> Graph:
+        from graphc.passes import run_pipeline
+
+        return run_pipeline(traced, keep_snapshots=False).graph
+
+    exe = NativeExecutable(
+        traced, library.address(ENTRY), arena_bytes, slots, library, planned=planned
+    )
+    exe.timings = {"cache": "hit (trace)", "lookup": time.perf_counter() - t0 - times.link}
+    exe.timings["link"] = times.link
+    exe.cache_key = str(record["graph_key"])
+    exe.compile_parts, exe.compile_problems, exe.compile_report = 1, [], None
+    return exe
 
 
 def kernel_key(bundle_key: str, target: Target) -> str:
@@ -327,5 +387,8 @@ class CompileReport:
         return sorted(self.rows, key=lambda r: -r.total)[:n]
 
 
-# What the frontend asks a backend for before running the pipeline (frontend/compile.py).
+# What the frontend asks a backend for (frontend/compile.py): the vectors to plan tiles for,
+# a trace's executable without running the passes, and to remember one it compiled.
 native_executable.vectors = host_vectors
+native_executable.warm = warm_executable
+native_executable.remember = remember

@@ -48,10 +48,14 @@ MAX_TRACES_PER_SIGNATURE = 8
 
 @dataclass
 class Entry:
-    """One trace of a function: its graphs, how to bind them, and when it still applies."""
+    """One trace of a function: its graphs, how to bind them, and when it still applies.
+
+    On a warm start (the backend found this trace's executable in its cache) the pass
+    pipeline does not run; `pipeline` runs it on first use (inspection, GRAPHC_DEBUG=2) and
+    gives the graph the executable was compiled from (the passes are deterministic)."""
 
     traced: Graph
-    pipeline: PipelineResult
+    planned_pipeline: PipelineResult | None  # None until asked for, on a warm start
     sources: list[Source]
     sinks: list[Sink]
     returns: Any  # the return value's structure; leaves are output indices
@@ -60,10 +64,18 @@ class Entry:
     guards: list[Guard]
     executable: Callable[[list[np.ndarray]], list[np.ndarray]]
     timings: dict[str, float] = field(default_factory=dict)
+    with_vectors: Graph | None = None  # what the pipeline starts from (the traced graph with
+    # the backend's vectors)
     # One call at a time: native code computes in one arena and returns views of it until
     # the sinks and return values have copied them out (threads calling one compiled
     # function would otherwise read each other's results).
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def pipeline(self) -> PipelineResult:
+        if self.planned_pipeline is None:
+            self.planned_pipeline = run_pipeline(self.with_vectors)
+        return self.planned_pipeline
 
     @property
     def graph(self) -> Graph:
@@ -174,11 +186,20 @@ class CompiledFunction:
             trace.finished = True
         traced, sources, sinks, returns, clears = _finish(trace, result)
         t1 = time.perf_counter()
-        pipeline = run_pipeline(
-            _with_vectors(traced, self.backend), on_pass=lambda p: status.update(f"pass {p}")
-        )
-        executable = self.backend(pipeline.graph)
+        start = _with_vectors(traced, self.backend)
+        # A backend may know this exact trace already (the native one's disk cache): then
+        # no pass runs at all.
+        warm = getattr(self.backend, "warm", None)
+        executable = warm(start) if warm is not None else None
+        pipeline = None
+        if executable is None:
+            pipeline = run_pipeline(start, on_pass=lambda p: status.update(f"pass {p}"))
+            executable = self.backend(pipeline.graph)
+            remember = getattr(self.backend, "remember", None)
+            if remember is not None:
+                remember(start, executable)
         t2 = time.perf_counter()
+        seconds = pipeline.seconds if pipeline is not None else {}
         entry = Entry(
             traced,
             pipeline,
@@ -189,11 +210,8 @@ class CompiledFunction:
             trace.host_groups,
             trace.guards,
             executable,
-            {
-                "trace": t1 - t0,
-                **pipeline.seconds,
-                "backend": t2 - t1 - sum(pipeline.seconds.values()),
-            },
+            {"trace": t1 - t0, **seconds, "backend": t2 - t1 - sum(seconds.values())},
+            start,
         )
         entries = self.cache.setdefault(key, [])
         entries.append(entry)

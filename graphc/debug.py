@@ -38,11 +38,11 @@ def report_compile(name: str, entry) -> None:
             print(text, file=err)
     total = sum(entry.timings.values())
     parts = ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in entry.timings.items())
-    print(
-        f"graphc: compiled {name} in {total * 1e3:.1f} ms ({parts}); "
-        f"{len(entry.graph.nodes)} nodes",
-        file=err,
-    )
+    if entry.planned_pipeline is not None:
+        nodes = f"{len(entry.graph.nodes)} nodes"
+    else:  # a warm start ran no pass: do not run them just to count
+        nodes = f"{len(entry.traced.nodes)} traced nodes, no pass run (cached)"
+    print(f"graphc: compiled {name} in {total * 1e3:.1f} ms ({parts}); {nodes}", file=err)
     native = getattr(entry.executable, "timings", None)  # the native backend's own split
     if native:
         steps = ", ".join(

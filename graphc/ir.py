@@ -135,16 +135,17 @@ class Node:
         type: TensorType,
         loc: Loc | None = None,
     ) -> None:
-        self.op = op
-        self.inputs = tuple(inputs)
-        self.attrs = MappingProxyType({k: freeze_attr(attrs[k]) for k in sorted(attrs)})
-        self.type = type
-        self.loc = loc
+        # object.__setattr__: this class's own refuses every assignment (immutability), and
+        # going around it here keeps node construction cheap (tracing builds thousands).
+        init = object.__setattr__
+        init(self, "op", op)
+        init(self, "inputs", tuple(inputs))
+        init(self, "attrs", MappingProxyType({k: freeze_attr(attrs[k]) for k in sorted(attrs)}))
+        init(self, "type", type)
+        init(self, "loc", loc)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if hasattr(self, "loc"):  # set once in __init__, frozen afterwards
-            raise AttributeError("IR nodes are immutable; build a new node instead")
-        object.__setattr__(self, name, value)
+        raise AttributeError("IR nodes are immutable; build a new node instead")
 
     @property
     def shape(self) -> tuple[int, ...]:

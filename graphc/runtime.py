@@ -10,7 +10,7 @@ and one ctypes call.
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,8 +47,13 @@ class NativeExecutable:
         outputs: Sequence[OutputSlot],
         library: object = None,
         profile: bool = False,
+        planned: Callable[[], Graph] | None = None,
     ) -> None:
+        """`graph`: the graph compiled, or any with its inputs and outputs (the traced one,
+        on a warm start); then `planned()` gives the compiled one, should a kernel report
+        bad data (the message comes from its node's reference)."""
         self.graph = graph
+        self._planned = planned
         self.library = library  # keeps the machine code alive
         self.arena = aligned_empty(max(arena_bytes, ALIGN))
         n = len(graph.inputs)
@@ -64,7 +69,7 @@ class NativeExecutable:
         rt = threads.runtime()
         self._threads = (ctypes.c_int64 * 2)(rt.parallel_for_address, rt.pool_address)
         # With profiling, kernel k's nanoseconds accumulate in profile[k] across calls.
-        kernels = len(graph.meta["schedule"].kernels)
+        kernels = len(graph.meta["schedule"].kernels) if profile else 0
         self.profile = np.zeros(kernels, np.int64) if profile else None
         self._extra = (ctypes.addressof(self._threads),)
         self._extra += (self.profile.ctypes.data,) if profile else ()
@@ -76,6 +81,10 @@ class NativeExecutable:
             o.shape if s.kind == "input" and o.shape != graph.inputs[s.index].shape else None
             for o, s in zip(graph.outputs, outputs, strict=True)
         ]
+
+    def slot_table(self) -> list[list]:
+        """Where each output is found, as data (the compile cache's step records)."""
+        return [[s.kind, s.index] for s in self._outputs]
 
     def _arena_view(self, node: Node, slot: OutputSlot) -> np.ndarray | None:
         if slot.kind != "arena":
@@ -118,8 +127,8 @@ class NativeExecutable:
         """A kernel refused its data: rerun its node's reference to get the exact message."""
         from graphc.interpreter import interpret
 
-        schedule = self.graph.meta["schedule"]
-        node = schedule.kernels[kernel].root
-        values = interpret(self.graph, list(arrays), wanted=list(node.inputs))
+        graph = self._planned() if self._planned is not None else self.graph
+        node = graph.meta["schedule"].kernels[kernel].root
+        values = interpret(graph, list(arrays), wanted=list(node.inputs))
         run_node(node, values)
         raise ExecutionError(f"{node.op} rejected its input data at run time")

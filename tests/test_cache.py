@@ -133,3 +133,62 @@ def test_the_key_covers_graph_target_versions_and_compiler_source():
     assert base != cache.cache_key("graph2", "target")
     assert base != cache.cache_key("graph", "target2")
     assert len(cache.compiler_digest()) == 64
+
+
+# ---- warm starts: a trace compiled before runs without the passes -----------------------------
+
+
+def _step():
+    """A small training step as users write it, compiled natively (a fresh CompiledFunction
+    each time: a new process would have nothing in memory either)."""
+    import graphc
+    import graphc.nn.functional as F
+    from graphc.frontend.compile import CompiledFunction
+
+    graphc.manual_seed(0)
+    net = graphc.nn.Sequential(graphc.nn.Linear(6, 8), graphc.nn.ReLU(), graphc.nn.Linear(8, 3))
+    opt = graphc.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+
+    def step(x, y):
+        opt.zero_grad()
+        loss = F.cross_entropy(net(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    rng = np.random.default_rng(0)
+    x = graphc.from_numpy(rng.standard_normal((5, 6)).astype(np.float32))
+    y = graphc.from_numpy(rng.integers(0, 3, 5))
+    return CompiledFunction(step, backend=native_executable), net, x, y
+
+
+def _losses(compiled, x, y, n=3):
+    return [compiled(x, y).item() for _ in range(n)]
+
+
+def test_a_trace_seen_before_runs_without_the_passes(cache_dir):
+    cold, net_a, x, y = _step()
+    want = _losses(cold, x, y)
+    assert cold.last.executable.timings["cache"] == "miss"
+    warm, net_b, x, y = _step()
+    got = _losses(warm, x, y)
+    entry = warm.last
+    assert entry.executable.timings["cache"] == "hit (trace)"
+    assert entry.planned_pipeline is None and "fuse" not in entry.timings  # no pass ran
+    assert got == want  # the same machine code, from the same weights
+    for (_, a), (_, b) in zip(net_a.named_parameters(), net_b.named_parameters(), strict=True):
+        assert a.detach().numpy().tobytes() == b.detach().numpy().tobytes()
+    # the optimised graph is still there for inspection: the passes run when asked
+    assert entry.graph.structural_hash() == cold.last.graph.structural_hash()
+
+
+@pytest.mark.parametrize("damage", ["record", "step entry"])
+def test_a_damaged_warm_start_compiles_again(cache_dir, damage):
+    cold, _, x, y = _step()
+    want = _losses(cold, x, y)
+    folder = cache_dir / "steps" if damage == "record" else cache_dir
+    for path in folder.glob("*.o"):
+        path.write_bytes(path.read_bytes()[:-7])
+    again, _, x, y = _step()
+    assert _losses(again, x, y) == want
+    assert again.last.executable.timings["cache"] != "hit (trace)"
