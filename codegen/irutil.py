@@ -280,7 +280,8 @@ def _full(active: int | tuple[int, int] | None, lanes: int) -> bool:
     return lo <= 0 and hi >= lanes
 
 
-def _with_align(call: ir.CallInstr, arg: int, align: int) -> ir.CallInstr:
+def with_align(call: ir.CallInstr, arg: int, align: int) -> ir.CallInstr:
+    """`call` with argument `arg` marked aligned to `align` bytes."""
     attrs = call.arg_attributes.setdefault(arg, ir.values.ArgumentAttributes())
     attrs.align = align
     return call
@@ -301,7 +302,7 @@ def load_vec(
         return builder.load(ptr, typ=vt, align=align, name=name)
     fn = intrinsic(builder.module, "llvm.masked.load", vt, [PTR, vec(I1, vt.count), vt], [vt, PTR])
     call = builder.call(fn, [ptr, lane_mask(active, vt.count), ir.Constant(vt, None)], name=name)
-    return _with_align(call, 0, align)
+    return with_align(call, 0, align)
 
 
 def load_vec_where(
@@ -319,7 +320,7 @@ def load_vec_where(
     mask = builder.select(cond, lane_mask(active or vt.count, vt.count), ir.Constant(mask_t, None))
     fn = intrinsic(builder.module, "llvm.masked.load", vt, [PTR, mask_t, vt], [vt, PTR])
     call = builder.call(fn, [ptr, mask, ir.Constant(vt, None)], name=name)
-    return _with_align(call, 0, align)
+    return with_align(call, 0, align)
 
 
 def store_vec(
@@ -338,7 +339,7 @@ def store_vec(
         builder.module, "llvm.masked.store", VOID, [vt, PTR, vec(I1, vt.count)], [vt, PTR]
     )
     call = builder.call(fn, [value, ptr, lane_mask(active, vt.count)])
-    _with_align(call, 1, align)
+    with_align(call, 1, align)
 
 
 def _elem_size(ty: ir.Type) -> int:
@@ -480,7 +481,7 @@ def scatter(
     fn = intrinsic(
         builder.module, "llvm.masked.scatter", VOID, [vt, ptrs_t, vec(I1, n)], [vt, ptrs_t]
     )
-    _with_align(builder.call(fn, [value, ptrs, mask]), 1, _elem_size(vt.element))
+    with_align(builder.call(fn, [value, ptrs, mask]), 1, _elem_size(vt.element))
 
 
 def lanes_below(builder: ir.IRBuilder, count: ir.Value, lanes: int) -> ir.Value:

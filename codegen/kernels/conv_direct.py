@@ -137,6 +137,8 @@ class _Emitter:
     stack_bytes: int = 0
     regs: int = 32
     slot_cache: dict = field(default_factory=dict)
+    scratch: ir.Value | None = None  # (channel schedule) see column_scratch
+    rows: ir.Function | None = None  # (channel schedule) see rows_fn
 
     @property
     def w(self):
@@ -378,23 +380,55 @@ class _Emitter:
             bias = None
             if self.epi.bias:
                 bias = U.load_vec(b, U.gep(b, self.ptrs["bias"], self.elem, o_first), self.vt, act)
-            zero = ir.Constant(self.vt, None)
             for r in range(ry):
                 row = U.index(b, (o_first, p.out_plane), (y0, cols.n_out), (x0, 1), r * cols.n_out)
-                # Transpose lanes x columns in registers, so that each channel's run of
-                # columns is one contiguous (masked) store: scattering lanes to 16 rows
-                # costs more and touches 16 cache lines per store.
                 for t0 in range(0, sx, lanes):
                     width = min(lanes, sx - t0)
-                    cols_v = [
-                        self.epi.apply(
-                            b, self._total([acc[k, r, t, q] for q in range(split)]), bias, None
-                        )
-                        for t in range(t0, t0 + width)
-                    ]
-                    by_channel = U.transpose_square(b, cols_v + [zero] * (lanes - width))
-                    for q in range(act):
-                        dst = U.gep(
-                            b, self.out_n, self.elem, U.index(b, (row, 1), q * p.out_plane + t0)
-                        )
-                        U.store_vec(b, by_channel[q], dst, width)
+                    scratch = self.column_scratch()
+                    for t in range(t0, t0 + width):
+                        total = self._total([acc[k, r, t, q] for q in range(split)])
+                        value = self.epi.apply(b, total, bias, None)
+                        b.store(value, U.gep(b, scratch, self.vt, t - t0))
+                    dst = U.gep(b, self.out_n, self.elem, U.index(b, (row, 1), t0))
+                    b.call(self.rows_fn(), [dst, scratch, U.i64(width), U.i64(act)])
+
+    def column_scratch(self) -> ir.Value:
+        """`lanes` vectors on the stack: a tile's columns on their way to rows_fn."""
+        if self.scratch is None:
+            self.scratch = stack_array(self.b, self.vt, self.lanes, "columns")
+            self.stack_bytes += self.lanes * self.lanes * self.esize
+        return self.scratch
+
+    def rows_fn(self) -> ir.Function:
+        """`void <kernel>.rows(ptr dst, ptr cols, i64 width, i64 act)`: cols holds `width`
+        column vectors (lane q: channel q); channel q's run of columns is stored at
+        dst + q * out_plane, for q < act. Transposed in registers, so each channel's row is
+        one contiguous (masked) store: scattering lanes to 16 rows costs more and touches 16
+        cache lines per store. One copy per kernel, called by every tile (emitted in each
+        tile, the transposes made up most of a kernel's code)."""
+        if self.rows is not None:
+            return self.rows
+        b0, lanes, vt = self.b, self.lanes, self.vt
+        module = b0.module
+        fnty = ir.FunctionType(U.VOID, [U.PTR, U.PTR, U.I64, U.I64])
+        fn = ir.Function(module, fnty, f"{b0.function.name}.rows")
+        fn.linkage = "internal"
+        fn.attributes.add("noinline")
+        fn.attributes.add("nounwind")
+        dst, cols, width, act = fn.args
+        for a in (dst, cols):
+            a.add_attribute("noalias")
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        vectors = [b.load(U.gep(b, cols, vt, t), typ=vt) for t in range(lanes)]
+        by_channel = U.transpose_square(b, vectors)
+        mask = U.lanes_below(b, width, lanes)
+        store = U.intrinsic(
+            module, "llvm.masked.store", U.VOID, [vt, U.PTR, mask.type], [vt, U.PTR]
+        )
+        for q in range(lanes):
+            with b.if_then(b.icmp_signed("<", U.i64(q), act)):
+                at = U.gep(b, dst, self.elem, q * self.p.out_plane)
+                U.with_align(b.call(store, [by_channel[q], at, mask]), 1, self.esize)
+        b.ret_void()
+        self.rows = fn
+        return fn
