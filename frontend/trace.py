@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from graphc import dispatch, dtypes
-from graphc.errors import GraphcError, ShapeError, TraceError, with_location
+from graphc.errors import (
+    BACKWARD_TWICE,
+    AutogradError,
+    GraphcError,
+    ShapeError,
+    TraceError,
+    with_location,
+)
 from graphc.frontend.bindings import (
     ArgSource,
     GradSource,
@@ -54,6 +61,10 @@ class Trace(dispatch.Mode):
         self.grads: dict[int, tuple[Tensor, Tensor | None]] = {}  # the .grad overlay
         self.grad_inputs: dict[int, Node] = {}
         self.tainted: set[Node] = set()  # nodes that depend on a tensor requiring grad
+        # Eager mode's tape, in nodes: ops recorded for autograd, and those a backward()
+        # without retain_graph has consumed (a second backward through them is an error).
+        self.recorded: set[Node] = set()
+        self.freed: set[Node] = set()
         self.leaf_args: dict[Node, int] = {}  # input node -> argument index (requires_grad)
         self.guards: list[Guard] = []
         self.owners: list[Any] = []
@@ -154,6 +165,8 @@ class Trace(dispatch.Mode):
             raise with_location(e, str(loc) if loc else "") from None
         if any(n in self.tainted for n in nodes):
             self.tainted.add(node)
+        if grad:
+            self.recorded.add(node)
         return Tensor._symbolic(node, self, grad)
 
     def constant(self, array) -> Tensor:
@@ -230,6 +243,9 @@ class Trace(dispatch.Mode):
         if self.forward_end is None:
             self.forward_end = len(self.builder.nodes)
         loss_node = self.node_of(loss)
+        tape = self._tape(loss_node)
+        if tape & self.freed:
+            raise with_location(AutogradError(BACKWARD_TWICE), _where())
         extra = [self.node_of(gradient)] if gradient is not None else []
         loc = dispatch.user_location(2)
         reached = _reachable_leaves(loss_node)
@@ -251,6 +267,19 @@ class Trace(dispatch.Mode):
                 with dispatch.no_grad():
                     g_t = self.apply("add", (old, g_t), {})
             self.grads[id(holder)] = (holder, g_t)
+        if not retain_graph:
+            self.freed |= tape
+
+    def _tape(self, loss: Node) -> set[Node]:
+        """The recorded nodes a backward() from `loss` walks, as eager mode's tape would."""
+        seen: set[Node] = set()
+        stack = [loss] if loss in self.recorded else []
+        while stack:
+            n = stack.pop()
+            if n not in seen:
+                seen.add(n)
+                stack.extend(i for i in n.inputs if i in self.recorded)
+        return seen
 
     def concrete(self, t: Tensor, why: str):
         if t._value is None and id(t) not in self.current:

@@ -15,7 +15,7 @@ import numpy as np
 
 from graphc import dispatch
 from graphc.dtypes import from_numpy, int64
-from graphc.errors import GraphcError, ShapeError, with_location
+from graphc.errors import BACKWARD_TWICE, AutogradError, GraphcError, ShapeError, with_location
 from graphc.interpreter import interpret
 from graphc.ir import GraphBuilder, Node, TensorType
 from graphc.ops import OPS
@@ -177,17 +177,14 @@ def run_backward(root: Tensor, gradient: Tensor | None, retain_graph: bool) -> N
         _accumulate(root, seed)
         return
     tape = _collect(root._node)
+    if any(tn.freed for tn in tape):
+        raise dispatch.user_error(AutogradError, BACKWARD_TWICE)
     b = GraphBuilder("backward")
     env: dict[Node, np.ndarray] = {}
     ir_of: dict[int, Node] = {}  # tape seq -> node
     leaf_nodes: dict[int, tuple[Tensor, Node]] = {}
     const_nodes: dict[int, Node] = {}
     for tn in tape:
-        if tn.freed:
-            raise GraphcError(
-                "trying to backward through the graph a second time; "
-                "pass retain_graph=True to the first backward()"
-            )
         ins = []
         for k, (parent, leaf, arr, (counter, version)) in enumerate(
             zip(tn.parents, tn.leaves, tn.arrays, tn.versions, strict=True)
