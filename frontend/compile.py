@@ -1,11 +1,12 @@
 """graphc.compile: trace a function (or Module) once per input signature, run the compiled
 graph on every call.
 
-A call flattens its arguments, looks up the traces cached for their signature (shapes,
-dtypes, requires_grad, and the values of non-tensor arguments) and takes the first whose
-guards still hold (a module's train/eval mode, hyperparameters, whether .grad is set). On a
-miss it traces, runs the pass pipeline and builds an executable. Then it binds the inputs,
-runs, writes state back and returns ordinary tensors.
+A call first makes tensors of the arguments that are data but not tensors yet (numeric lists,
+numpy scalars: frontend/arguments.py), flattens them, looks up the traces cached for their
+signature (shapes, dtypes, requires_grad, and the values of non-tensor arguments) and takes
+the first whose guards still hold (a module's train/eval mode, hyperparameters, whether .grad
+is set). On a miss it traces, runs the pass pipeline and builds an executable. Then it binds
+the inputs, runs, writes state back and returns ordinary tensors.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 
 from graphc import debug, dispatch, status
 from graphc.errors import GraphcError, TraceError
+from graphc.frontend.arguments import convert_arguments
 from graphc.frontend.bindings import (
     ArgGradSink,
     GradSink,
@@ -115,6 +117,8 @@ class CompiledFunction:
     def __call__(self, *args, **kwargs) -> Any:
         if dispatch.is_tracing():  # called from another compiled function: trace through
             return self.fn(*args, **kwargs)
+        if kwargs or not all(type(a) is Tensor for a in args):
+            args, kwargs = convert_arguments(self.fn, args, kwargs)
         leaves, key = _signature(args, kwargs)
         entry = self.lookup(key)
         if entry is None:
@@ -130,6 +134,7 @@ class CompiledFunction:
 
     def trace(self, *args, **kwargs) -> Entry:
         """Traces and compiles for these arguments without running (for inspection)."""
+        args, kwargs = convert_arguments(self.fn, args, kwargs)
         leaves, key = _signature(args, kwargs)
         return self.lookup(key) or self._trace(args, kwargs, leaves, key)
 
@@ -139,6 +144,7 @@ class CompiledFunction:
         LLVM IR and assembly, profile() and check() (which run on copies of the inputs)."""
         from graphc.inspection import Inspection
 
+        args, kwargs = convert_arguments(self.fn, args, kwargs)
         leaves, _ = flatten((args, kwargs))
         return Inspection(self.trace(*args, **kwargs), leaves)
 

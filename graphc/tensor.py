@@ -495,7 +495,13 @@ def _as_array(data: Any) -> np.ndarray:
             data = [
                 d._concrete("graphc.tensor([...])") if isinstance(d, Tensor) else d for d in data
             ]
-        arr = np.asarray(data)
+        try:
+            arr = np.asarray(data)
+        except ValueError:
+            raise ValueError(
+                "the nested lists are ragged (rows of one dimension differ in length); a "
+                "tensor needs lists of numbers of one shape"
+            ) from None
         if arr.dtype == np.float64:
             arr = arr.astype(np.float32)
         elif arr.dtype.kind in "iu":
