@@ -17,10 +17,12 @@ from typing import Any
 from graphc import dispatch, dtypes
 from graphc.errors import (
     BACKWARD_TWICE,
+    LEAF_IN_PLACE,
+    NO_GRAD_FN,
     AutogradError,
-    GraphcError,
     ShapeError,
     TraceError,
+    scalar_outputs_only,
     with_location,
 )
 from graphc.frontend.bindings import (
@@ -137,6 +139,8 @@ class Trace(dispatch.Mode):
         return t._requires_grad
 
     def is_leaf(self, t: Tensor) -> bool:
+        if t._value is None:  # a tensor from outside (a parameter): a leaf unless computed
+            return t._node is None
         return not t._requires_grad or t._value in self.leaf_args
 
     # ---- the Mode interface --------------------------------------------------------------
@@ -177,19 +181,15 @@ class Trace(dispatch.Mode):
         while root._base is not None and root._base.shape == root.shape:
             root = root._base
         node = self.node_of(value)
+        # As in eager mode: a parameter written directly, with gradients on, is an error; an
+        # alias that does not require grad (p.data, p.detach()) may write it.
         if (
             dispatch.is_grad_enabled()
-            and root.requires_grad
-            and self.is_leaf(root)
-            and root._value is None
+            and target.requires_grad
+            and self.is_leaf(target)
+            and target._value is None
         ):
-            raise with_location(
-                TraceError(
-                    "a leaf tensor that requires grad is being used in an in-place operation; "
-                    "wrap parameter updates in `with graphc.no_grad():`"
-                ),
-                _where(),
-            )
+            raise with_location(AutogradError(LEAF_IN_PLACE), _where())
         if root._value is None:  # state that lives outside: written back after each call
             self.current[id(root)] = (root, node)
             self.written[id(root)] = root
@@ -233,13 +233,9 @@ class Trace(dispatch.Mode):
 
     def backward(self, loss: Tensor, gradient: Tensor | None, retain_graph: bool) -> None:
         if not loss._requires_grad:
-            raise with_location(
-                GraphcError(
-                    "element 0 of tensors does not require grad and does not have a grad_fn "
-                    "(was it computed under no_grad, or from detached tensors?)"
-                ),
-                _where(),
-            )
+            raise with_location(AutogradError(NO_GRAD_FN), _where())
+        if gradient is None and loss.numel() != 1:
+            raise with_location(AutogradError(scalar_outputs_only(loss._type())), _where())
         if self.forward_end is None:
             self.forward_end = len(self.builder.nodes)
         loss_node = self.node_of(loss)

@@ -148,13 +148,16 @@ class Tensor:
     @requires_grad.setter
     def requires_grad(self, value: bool) -> None:
         if not value and self._requires_grad and not self.is_leaf:
-            raise GraphcError(
+            raise dispatch.user_error(
+                GraphcError,
                 "you can only change requires_grad flags of leaf tensors; to use a computed "
-                "tensor without gradients, use t.detach()"
+                "tensor without gradients, use t.detach()",
             )
         if value and not self.dtype.is_floating_point:
-            raise GraphcError(
-                f"only floating-point tensors can require gradients, not {self.dtype}"
+            raise dispatch.user_error(
+                GraphcError,
+                f"only floating-point tensors can require gradients, not {self.dtype}; "
+                "convert it first (t.float())",
             )
         self._requires_grad = bool(value)
 

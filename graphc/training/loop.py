@@ -105,6 +105,7 @@ class Trainer:
         if ckpt is not None:
             config = merge_for_resume(config, ckpt["config"], self.explicit, config.checkpoint)
         config = config.resolved()
+        _check_outputs(config)
         if config.plot:
             require_matplotlib()
         if config.threads is not None:
@@ -381,6 +382,25 @@ class Trainer:
         if self.config.plot and self.state.history.step_loss and self.dist.is_main:
             title = f"graphc train: {type(self.net).__name__} on {self.data.name}"
             write_plot(self.config.plot, self.state.history, title)
+
+
+def _check_outputs(config: TrainConfig) -> None:
+    """Output files must be writable where they are asked for: found now, not after the
+    first epoch has been trained."""
+    for flag, path in (
+        ("--checkpoint", config.checkpoint),
+        ("--log-json", config.log_json),
+        ("--plot", config.plot),
+    ):
+        if not path:
+            continue
+        folder = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path):
+            raise TrainError(f"{flag} {path} is a directory; give a file name inside it")
+        if not os.path.isdir(folder):
+            raise TrainError(
+                f"{flag} {path}: the directory {folder} does not exist; create it first"
+            )
 
 
 def _train_step(net: nn.Module, optimizer, normalize):
