@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from graphc import debug, dispatch, status
-from graphc.errors import GraphcError, TraceError
+from graphc.errors import GraphcError, OptionError, TraceError
 from graphc.frontend.arguments import convert_arguments
 from graphc.frontend.bindings import (
     ArgGradSink,
@@ -94,7 +94,11 @@ def default_backend() -> Callable[[Graph], Callable]:
     if choice == "interpreter":
         return interpreter_executable
     if choice != "native":
-        raise GraphcError(f"GRAPHC_BACKEND={choice!r}: expected 'native' or 'interpreter'")
+        raise dispatch.user_error(
+            OptionError,
+            f"GRAPHC_BACKEND={choice!r}: expected 'native' or 'interpreter'; set it to one, "
+            "or unset it for native code",
+        )
     from graphc.codegen.backend import native_executable
 
     return native_executable

@@ -32,6 +32,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from graphc import dispatch
 from graphc.errors import OptionError
 
 ENV_VAR = "GRAPHC_NUM_THREADS"
@@ -317,9 +318,10 @@ def _from_environment() -> int:
     try:
         return _check_count(int(raw), ENV_VAR)
     except (TypeError, ValueError):
-        raise OptionError(
+        raise dispatch.user_error(
+            OptionError,
             f"{ENV_VAR}={raw!r}: expected a number of threads, 1..{MAX_THREADS} "
-            "(1 runs compiled code serially); set it to one, or unset it to use every core"
+            "(1 runs compiled code serially); set it to one, or unset it to use every core",
         ) from None
 
 
