@@ -295,7 +295,7 @@ def reshape(input: Tensor, *shape) -> Tensor:
             raise dispatch.user_error(
                 ShapeError,
                 f"view/reshape: shape {shape} is invalid for input of size {n} "
-                f"(a tensor of shape {list(input.shape)})",
+                f"(a tensor of shape {list(input.shape)}); the other sizes must divide {n}",
             )
         shape[shape.index(-1)] = n // rest
     if tuple(shape) == tuple(input.shape):
@@ -586,7 +586,7 @@ def matmul(input: Tensor, other: Tensor) -> Tensor:
             ShapeError,
             f"matmul: mat1 and mat2 shapes cannot be multiplied "
             f"({'x'.join(map(str, input.shape))} and "
-            f"{'x'.join(map(str, other.shape))})",
+            f"{'x'.join(map(str, other.shape))}); mat1's columns must equal mat2's rows",
         )
     if b.ndim == 2 and a.ndim > 2:  # fold the batch into rows: one large matrix product
         lead = list(a.shape[:-1])
