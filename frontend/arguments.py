@@ -1,11 +1,12 @@
 """What a compiled function takes as arguments, and the conversions at its boundary.
 
 Tensors and numpy arrays become tensor inputs; Python numbers, strings, None and other
-hashable values are constants (a new value re-traces); tuples, lists and dicts nest. Data that
-is not a tensor yet becomes one as `graphc.tensor` would make it, so a compiled step accepts
-what the same step accepts when its first op converts: a list whose elements are all numbers
-(nested lists: a matrix; floats become float32, ints int64) and a numpy scalar. Anything that
-can be neither a tensor nor a constant is an error naming the argument and what it should be.
+hashable values are constants (a new value re-traces); tuples, lists and dicts nest. Two kinds
+of data that are not tensors yet become tensors, exactly as `graphc.tensor` makes them: a list
+whose leaves are all numbers (nested lists: a matrix; floats become float32, ints int64) and
+a numpy scalar (a 0-d tensor of its dtype: a new value does not re-trace). Tuples of numbers
+stay constants (shapes, kernel sizes). Anything that can be neither a tensor nor a constant is
+an error naming the argument and what to pass instead.
 """
 
 from __future__ import annotations
