@@ -260,6 +260,10 @@ class CompiledModule:
             return module(*args, **kwargs)
 
         forward.__name__ = type(module).__name__
+        try:  # errors and graph inputs then use forward's parameter names (x, not args[0])
+            forward.__signature__ = inspect.signature(module.forward)
+        except (TypeError, ValueError):
+            pass
         object.__setattr__(self, "_compiled", CompiledFunction(forward, **options))
 
     def __call__(self, *args, **kwargs):
