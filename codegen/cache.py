@@ -12,7 +12,8 @@ concurrent writers and crashes never leave a partial entry under the final name.
 Location: $GRAPHC_CACHE_DIR, else $XDG_CACHE_HOME/graphc, else ~/.cache/graphc: a step's
 objects at the top, each kernel code's object (shared by every step that calls it, see
 passes/share.py) under kernels/.
-GRAPHC_DISABLE_CACHE=1 turns it off.
+GRAPHC_DISABLE_CACHE=1 turns it off. A location that cannot be written (read-only, a file,
+a full disk) only costs recompiling: one GraphcWarning per process says so and what to do.
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ import json
 import os
 import struct
 import tempfile
+import warnings
 from pathlib import Path
+
+from graphc import dispatch
+from graphc.errors import GraphcWarning
 
 MAGIC = b"GRAPHC-OBJ\x01"
 _HEADER = struct.Struct("<Q32s")  # payload length, sha256 of payload
@@ -87,10 +92,10 @@ def load(key: str, group: str = "") -> bytes | None:
 
 def store(key: str, payload: bytes, group: str = "") -> None:
     """Writes an entry atomically; failures (read-only disk, full disk) only cost a rebuild."""
-    root = cache_dir()
-    if root is None:
+    top = cache_dir()
+    if top is None:
         return
-    root = root / group
+    root = top / group
     try:
         root.mkdir(parents=True, exist_ok=True)
         blob = MAGIC + _HEADER.pack(len(payload), hashlib.sha256(payload).digest()) + payload
@@ -104,8 +109,28 @@ def store(key: str, payload: bytes, group: str = "") -> None:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-    except OSError:
+    except OSError as e:
+        _warn_unwritable(top, e)
+
+
+_warned: set[Path] = set()
+
+
+def _warn_unwritable(top: Path, error: OSError) -> None:
+    if top in _warned:
         return
+    _warned.add(top)
+    why = "it is a file, not a directory" if top.is_file() else error.strerror or str(error)
+    message = (
+        f"graphc cannot write its compile cache in {top} ({why}); compiled code is not kept "
+        "for the next process. Set GRAPHC_CACHE_DIR to a writable directory, or "
+        "GRAPHC_DISABLE_CACHE=1 to compile without a cache"
+    )
+    loc = dispatch.user_location()  # the user's call that compiled, not this line
+    if loc is None:
+        warnings.warn(message, GraphcWarning, stacklevel=3)
+    else:
+        warnings.warn_explicit(message, GraphcWarning, loc.file, loc.line)
 
 
 _RECORD = struct.Struct("<I")

@@ -1,11 +1,12 @@
 """graphc.compile: trace a function (or Module) once per input signature, run the compiled
 graph on every call.
 
-A call flattens its arguments, looks up the traces cached for their signature (shapes,
-dtypes, requires_grad, and the values of non-tensor arguments) and takes the first whose
-guards still hold (a module's train/eval mode, hyperparameters, whether .grad is set). On a
-miss it traces, runs the pass pipeline and builds an executable. Then it binds the inputs,
-runs, writes state back and returns ordinary tensors.
+A call first makes tensors of the arguments that are data but not tensors yet (numeric lists,
+numpy scalars: frontend/arguments.py), flattens them, looks up the traces cached for their
+signature (shapes, dtypes, requires_grad, and the values of non-tensor arguments) and takes
+the first whose guards still hold (a module's train/eval mode, hyperparameters, whether .grad
+is set). On a miss it traces, runs the pass pipeline and builds an executable. Then it binds
+the inputs, runs, writes state back and returns ordinary tensors.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from graphc import debug, dispatch, status
-from graphc.errors import GraphcError, TraceError
+from graphc.errors import GraphcError, OptionError, TraceError
+from graphc.frontend.arguments import convert_arguments
 from graphc.frontend.bindings import (
     ArgGradSink,
     GradSink,
@@ -104,7 +106,11 @@ def default_backend() -> Callable[[Graph], Callable]:
     if choice == "interpreter":
         return interpreter_executable
     if choice != "native":
-        raise GraphcError(f"GRAPHC_BACKEND={choice!r}: expected 'native' or 'interpreter'")
+        raise dispatch.user_error(
+            OptionError,
+            f"GRAPHC_BACKEND={choice!r}: expected 'native' or 'interpreter'; set it to one, "
+            "or unset it for native code",
+        )
     from graphc.codegen.backend import native_executable
 
     return native_executable
@@ -127,6 +133,8 @@ class CompiledFunction:
     def __call__(self, *args, **kwargs) -> Any:
         if dispatch.is_tracing():  # called from another compiled function: trace through
             return self.fn(*args, **kwargs)
+        if kwargs or not all(type(a) is Tensor for a in args):
+            args, kwargs = convert_arguments(self.fn, args, kwargs)
         leaves, key = _signature(args, kwargs)
         entry = self.lookup(key)
         if entry is None:
@@ -142,6 +150,7 @@ class CompiledFunction:
 
     def trace(self, *args, **kwargs) -> Entry:
         """Traces and compiles for these arguments without running (for inspection)."""
+        args, kwargs = convert_arguments(self.fn, args, kwargs)
         leaves, key = _signature(args, kwargs)
         return self.lookup(key) or self._trace(args, kwargs, leaves, key)
 
@@ -151,6 +160,7 @@ class CompiledFunction:
         LLVM IR and assembly, profile() and check() (which run on copies of the inputs)."""
         from graphc.inspection import Inspection
 
+        args, kwargs = convert_arguments(self.fn, args, kwargs)
         leaves, _ = flatten((args, kwargs))
         return Inspection(self.trace(*args, **kwargs), leaves)
 
@@ -268,6 +278,10 @@ class CompiledModule:
             return module(*args, **kwargs)
 
         forward.__name__ = type(module).__name__
+        try:  # errors and graph inputs then use forward's parameter names (x, not args[0])
+            forward.__signature__ = inspect.signature(module.forward)
+        except (TypeError, ValueError):
+            pass
         object.__setattr__(self, "_compiled", CompiledFunction(forward, **options))
 
     def __call__(self, *args, **kwargs):

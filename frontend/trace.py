@@ -15,7 +15,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from graphc import dispatch, dtypes
-from graphc.errors import GraphcError, ShapeError, TraceError, with_location
+from graphc.errors import (
+    BACKWARD_TWICE,
+    LEAF_IN_PLACE,
+    NO_GRAD_FN,
+    AutogradError,
+    ShapeError,
+    TraceError,
+    scalar_outputs_only,
+    with_location,
+)
 from graphc.frontend.bindings import (
     ArgSource,
     GradSource,
@@ -54,6 +63,10 @@ class Trace(dispatch.Mode):
         self.grads: dict[int, tuple[Tensor, Tensor | None]] = {}  # the .grad overlay
         self.grad_inputs: dict[int, Node] = {}
         self.tainted: set[Node] = set()  # nodes that depend on a tensor requiring grad
+        # Eager mode's tape, in nodes: ops recorded for autograd, and those a backward()
+        # without retain_graph has consumed (a second backward through them is an error).
+        self.recorded: set[Node] = set()
+        self.freed: set[Node] = set()
         self.leaf_args: dict[Node, int] = {}  # input node -> argument index (requires_grad)
         self.guards: list[Guard] = []
         self.owners: list[Any] = []
@@ -126,6 +139,8 @@ class Trace(dispatch.Mode):
         return t._requires_grad
 
     def is_leaf(self, t: Tensor) -> bool:
+        if t._value is None:  # a tensor from outside (a parameter): a leaf unless computed
+            return t._node is None
         return not t._requires_grad or t._value in self.leaf_args
 
     # ---- the Mode interface --------------------------------------------------------------
@@ -154,6 +169,8 @@ class Trace(dispatch.Mode):
             raise with_location(e, str(loc) if loc else "") from None
         if any(n in self.tainted for n in nodes):
             self.tainted.add(node)
+        if grad:
+            self.recorded.add(node)
         return Tensor._symbolic(node, self, grad)
 
     def constant(self, array) -> Tensor:
@@ -164,19 +181,15 @@ class Trace(dispatch.Mode):
         while root._base is not None and root._base.shape == root.shape:
             root = root._base
         node = self.node_of(value)
+        # As in eager mode: a parameter written directly, with gradients on, is an error; an
+        # alias that does not require grad (p.data, p.detach()) may write it.
         if (
             dispatch.is_grad_enabled()
-            and root.requires_grad
-            and self.is_leaf(root)
-            and root._value is None
+            and target.requires_grad
+            and self.is_leaf(target)
+            and target._value is None
         ):
-            raise with_location(
-                TraceError(
-                    "a leaf tensor that requires grad is being used in an in-place operation; "
-                    "wrap parameter updates in `with graphc.no_grad():`"
-                ),
-                _where(),
-            )
+            raise with_location(AutogradError(LEAF_IN_PLACE), _where())
         if root._value is None:  # state that lives outside: written back after each call
             self.current[id(root)] = (root, node)
             self.written[id(root)] = root
@@ -220,16 +233,15 @@ class Trace(dispatch.Mode):
 
     def backward(self, loss: Tensor, gradient: Tensor | None, retain_graph: bool) -> None:
         if not loss._requires_grad:
-            raise with_location(
-                GraphcError(
-                    "element 0 of tensors does not require grad and does not have a grad_fn "
-                    "(was it computed under no_grad, or from detached tensors?)"
-                ),
-                _where(),
-            )
+            raise with_location(AutogradError(NO_GRAD_FN), _where())
+        if gradient is None and loss.numel() != 1:
+            raise with_location(AutogradError(scalar_outputs_only(loss._type())), _where())
         if self.forward_end is None:
             self.forward_end = len(self.builder.nodes)
         loss_node = self.node_of(loss)
+        tape = self._tape(loss_node)
+        if tape & self.freed:
+            raise with_location(AutogradError(BACKWARD_TWICE), _where())
         extra = [self.node_of(gradient)] if gradient is not None else []
         loc = dispatch.user_location(2)
         reached = _reachable_leaves(loss_node)
@@ -251,6 +263,19 @@ class Trace(dispatch.Mode):
                 with dispatch.no_grad():
                     g_t = self.apply("add", (old, g_t), {})
             self.grads[id(holder)] = (holder, g_t)
+        if not retain_graph:
+            self.freed |= tape
+
+    def _tape(self, loss: Node) -> set[Node]:
+        """The recorded nodes a backward() from `loss` walks, as eager mode's tape would."""
+        seen: set[Node] = set()
+        stack = [loss] if loss in self.recorded else []
+        while stack:
+            n = stack.pop()
+            if n not in seen:
+                seen.add(n)
+                stack.extend(i for i in n.inputs if i in self.recorded)
+        return seen
 
     def concrete(self, t: Tensor, why: str):
         if t._value is None and id(t) not in self.current:

@@ -15,7 +15,16 @@ import numpy as np
 
 from graphc import dispatch
 from graphc.dtypes import from_numpy, int64
-from graphc.errors import GraphcError, ShapeError, with_location
+from graphc.errors import (
+    BACKWARD_TWICE,
+    LEAF_IN_PLACE,
+    NO_GRAD_FN,
+    AutogradError,
+    GraphcError,
+    ShapeError,
+    scalar_outputs_only,
+    with_location,
+)
 from graphc.interpreter import interpret
 from graphc.ir import GraphBuilder, Node, TensorType
 from graphc.ops import OPS
@@ -103,10 +112,7 @@ class EagerMode(dispatch.Mode):
             raise ShapeError(f"in-place update: cannot write {value._type()} into {target._type()}")
         records = dispatch.is_grad_enabled() and value.requires_grad
         if target.requires_grad and target._node is None and dispatch.is_grad_enabled():
-            raise GraphcError(
-                "a leaf tensor that requires grad is being used in an in-place operation; "
-                "wrap parameter updates in `with graphc.no_grad():`"
-            )
+            raise dispatch.user_error(AutogradError, LEAF_IN_PLACE)
         if records or (target._node is not None and dispatch.is_grad_enabled()):
             # Autograd through an in-place update: the tensor is rebound to the new value
             # (other views of the old storage do not see it).
@@ -157,15 +163,9 @@ class EagerMode(dispatch.Mode):
 
 def run_backward(root: Tensor, gradient: Tensor | None, retain_graph: bool) -> None:
     if not root.requires_grad:
-        raise GraphcError(
-            "element 0 of tensors does not require grad and does not have a "
-            "grad_fn (was it computed under no_grad, or from detached tensors?)"
-        )
+        raise dispatch.user_error(AutogradError, NO_GRAD_FN)
     if gradient is None and root.numel() != 1:
-        raise GraphcError(
-            f"grad can be implicitly created only for scalar outputs; "
-            f"{root._type()} needs loss.backward(gradient)"
-        )
+        raise dispatch.user_error(AutogradError, scalar_outputs_only(root._type()))
     seed = (
         np.ones(root.shape, root._data.dtype)
         if gradient is None
@@ -177,17 +177,14 @@ def run_backward(root: Tensor, gradient: Tensor | None, retain_graph: bool) -> N
         _accumulate(root, seed)
         return
     tape = _collect(root._node)
+    if any(tn.freed for tn in tape):
+        raise dispatch.user_error(AutogradError, BACKWARD_TWICE)
     b = GraphBuilder("backward")
     env: dict[Node, np.ndarray] = {}
     ir_of: dict[int, Node] = {}  # tape seq -> node
     leaf_nodes: dict[int, tuple[Tensor, Node]] = {}
     const_nodes: dict[int, Node] = {}
     for tn in tape:
-        if tn.freed:
-            raise GraphcError(
-                "trying to backward through the graph a second time; "
-                "pass retain_graph=True to the first backward()"
-            )
         ins = []
         for k, (parent, leaf, arr, (counter, version)) in enumerate(
             zip(tn.parents, tn.leaves, tn.arrays, tn.versions, strict=True)

@@ -176,10 +176,12 @@ def _internal_dirs() -> tuple[str, ...]:
         import os
 
         import graphc
+        import graphc.codegen
         import graphc.frontend
         import graphc.passes
 
-        dirs = {os.path.dirname(m.__file__) for m in (graphc, graphc.frontend, graphc.passes)}
+        packages = (graphc, graphc.frontend, graphc.passes, graphc.codegen)
+        dirs = {os.path.dirname(m.__file__) for m in packages}
         dirs.add(os.path.dirname(contextlib.__file__))  # the stdlib (contextlib, functools)
         _INTERNAL = tuple(sorted(d + os.sep for d in dirs))
     return _INTERNAL

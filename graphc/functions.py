@@ -16,7 +16,7 @@ import numpy as np
 
 from graphc import dispatch, dtypes
 from graphc.dtypes import DType
-from graphc.errors import GraphcError, ShapeError
+from graphc.errors import ArgumentError, GraphcError, ShapeError
 from graphc.ops.registry import normalize_axes
 from graphc.ops.shape import broadcast_shape
 from graphc.tensor import Tensor, _as_array
@@ -60,6 +60,25 @@ def _size(size) -> tuple[int, ...]:
     if len(size) == 1 and isinstance(size[0], (tuple, list)):
         size = size[0]
     return tuple(int(d) for d in size)
+
+
+def tensor_argument(x, fn: str, name: str = "input") -> Tensor:
+    """x, which must be a Tensor: else PyTorch's TypeError, as a graphc error naming the
+    user's line and the conversion to use (ops do not convert lists or arrays silently)."""
+    if isinstance(x, Tensor):
+        return x
+    kind = type(x).__name__
+    if isinstance(x, (np.ndarray, np.generic)):
+        kind = f"numpy.{kind}"
+    if isinstance(x, np.ndarray):
+        kind, hint = "numpy.ndarray", "graphc.from_numpy(array)"
+    elif isinstance(x, (list, tuple, *Number, np.generic)):
+        hint = "graphc.tensor(...)"
+    else:
+        hint = "a tensor"
+    raise dispatch.user_error(
+        ArgumentError, f"{fn}(): argument '{name}' must be a Tensor, not {kind}; pass {hint}"
+    )
 
 
 def as_tensor_like(x, like: Tensor) -> Tensor:
@@ -161,6 +180,7 @@ def minimum(input, other) -> Tensor:
 
 def _unary(op: str, floating: bool = True):
     def fn(input: Tensor) -> Tensor:
+        tensor_argument(input, op)
         return apply(op, (_to_float(input) if floating else input,))
 
     fn.__name__ = op
@@ -275,7 +295,7 @@ def reshape(input: Tensor, *shape) -> Tensor:
             raise dispatch.user_error(
                 ShapeError,
                 f"view/reshape: shape {shape} is invalid for input of size {n} "
-                f"(a tensor of shape {list(input.shape)})",
+                f"(a tensor of shape {list(input.shape)}); the other sizes must divide {n}",
             )
         shape[shape.index(-1)] = n // rest
     if tuple(shape) == tuple(input.shape):
@@ -566,7 +586,7 @@ def matmul(input: Tensor, other: Tensor) -> Tensor:
             ShapeError,
             f"matmul: mat1 and mat2 shapes cannot be multiplied "
             f"({'x'.join(map(str, input.shape))} and "
-            f"{'x'.join(map(str, other.shape))})",
+            f"{'x'.join(map(str, other.shape))}); mat1's columns must equal mat2's rows",
         )
     if b.ndim == 2 and a.ndim > 2:  # fold the batch into rows: one large matrix product
         lead = list(a.shape[:-1])
@@ -601,7 +621,12 @@ def log_softmax(input: Tensor, dim: int) -> Tensor:
 
 
 def tensor(data: Any, *, dtype: DType | None = None, requires_grad: bool = False) -> Tensor:
-    array = _as_array(data)
+    try:
+        array = _as_array(data)
+    except ValueError as e:
+        raise dispatch.user_error(ShapeError, f"graphc.tensor: {e}") from None
+    except TypeError as e:
+        raise dispatch.user_error(ArgumentError, f"graphc.tensor: {e}") from None
     if dtype is not None:
         array = array.astype(dtypes.get(dtype).np)
     t = dispatch.current().constant(np.array(array, copy=True))

@@ -29,7 +29,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from graphc.errors import DataError
+from graphc import dispatch
+from graphc.errors import ArgumentError, DataError
 from graphc.tensor import Tensor
 
 FORMAT = "graphc"
@@ -127,18 +128,21 @@ def _encode(obj: Any, path: str, arrays: list, names: set) -> Any:
                 for k, v in obj.items()
             ]
         }
-    raise TypeError(
+    raise dispatch.user_error(
+        ArgumentError,
         f"graphc.save cannot store a {type(obj).__name__} (at {path or 'the top level'}): "
         "checkpoints hold tensors, numpy arrays, numbers, strings, bytes, None and "
-        "dicts/lists/tuples of them (no pickle); convert it to one of those first"
+        "dicts/lists/tuples of them (no pickle); convert it to one of those first",
     )
 
 
 def _add_array(a: np.ndarray, path: str, arrays: list, names: set) -> str:
     if np.dtype(a.dtype).newbyteorder("=") not in _NAMES:
-        raise TypeError(
+        raise dispatch.user_error(
+            ArgumentError,
             f"graphc.save cannot store an array of dtype {a.dtype} (at {path}); supported: "
             + ", ".join(sorted(str(np.dtype(d)) for d in _DTYPES.values()))
+            + "; convert it first",
         )
     a = np.asarray(a, dtype=a.dtype.newbyteorder("<"), order="C")  # keeps 0-d arrays 0-d
     a = a.view(a.dtype.newbyteorder("="))  # same bytes; the header names the dtype
@@ -221,7 +225,9 @@ def load(f: PathLike | BinaryIO, map_location: Any = None) -> Any:
         except FileNotFoundError:
             raise DataError(f"{where} does not exist; check the path") from None
         except IsADirectoryError:
-            raise DataError(f"{where} is a directory, not a checkpoint file") from None
+            raise DataError(
+                f"{where} is a directory, not a checkpoint file; pass the file inside it"
+            ) from None
     return _parse(memoryview(raw), where)
 
 

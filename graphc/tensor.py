@@ -148,13 +148,16 @@ class Tensor:
     @requires_grad.setter
     def requires_grad(self, value: bool) -> None:
         if not value and self._requires_grad and not self.is_leaf:
-            raise GraphcError(
+            raise dispatch.user_error(
+                GraphcError,
                 "you can only change requires_grad flags of leaf tensors; to use a computed "
-                "tensor without gradients, use t.detach()"
+                "tensor without gradients, use t.detach()",
             )
         if value and not self.dtype.is_floating_point:
-            raise GraphcError(
-                f"only floating-point tensors can require gradients, not {self.dtype}"
+            raise dispatch.user_error(
+                GraphcError,
+                f"only floating-point tensors can require gradients, not {self.dtype}; "
+                "convert it first (t.float())",
             )
         self._requires_grad = bool(value)
 
@@ -495,7 +498,13 @@ def _as_array(data: Any) -> np.ndarray:
             data = [
                 d._concrete("graphc.tensor([...])") if isinstance(d, Tensor) else d for d in data
             ]
-        arr = np.asarray(data)
+        try:
+            arr = np.asarray(data)
+        except ValueError:
+            raise ValueError(
+                "the nested lists are ragged (rows of one dimension differ in length); a "
+                "tensor needs lists of numbers of one shape"
+            ) from None
         if arr.dtype == np.float64:
             arr = arr.astype(np.float32)
         elif arr.dtype.kind in "iu":

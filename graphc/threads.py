@@ -32,6 +32,9 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from graphc import dispatch
+from graphc.errors import OptionError
+
 ENV_VAR = "GRAPHC_NUM_THREADS"
 SPIN_ENV_VAR = "GRAPHC_SPIN_US"
 MAX_THREADS = 512  # codegen/threads.py's MAX_CHUNKS
@@ -315,9 +318,10 @@ def _from_environment() -> int:
     try:
         return _check_count(int(raw), ENV_VAR)
     except (TypeError, ValueError):
-        raise ValueError(
+        raise dispatch.user_error(
+            OptionError,
             f"{ENV_VAR}={raw!r}: expected a number of threads, 1..{MAX_THREADS} "
-            "(1 runs compiled code serially)"
+            "(1 runs compiled code serially); set it to one, or unset it to use every core",
         ) from None
 
 

@@ -3,6 +3,7 @@ size and mode, the unit handed to child processes as JSON)."""
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field
 
@@ -82,6 +83,9 @@ class BenchConfig:
             raise BenchError("nothing to run: --no-train needs --inference")
         if self.lr is None:
             self.lr = DEFAULT_LR[self.optimizer]
+        for name, value in (("--lr", self.lr), ("--timeout", self.timeout)):
+            if not (math.isfinite(value) and value > 0):
+                raise BenchError(f"{name} must be a finite number > 0, not {value}")
 
     def workloads(self) -> list[Workload]:
         common = {

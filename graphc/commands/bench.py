@@ -27,6 +27,7 @@ import json
 import sys
 
 from graphc.bench.config import BACKENDS, OPTIMIZERS, BenchConfig, machine_threads
+from graphc.commands import options
 
 HELP = "time graphc against PyTorch eager and torch.compile on the same machine"
 
@@ -66,20 +67,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="images per step; several run one after the other (default: 64)",
     )
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer, help="(default: sgd)")
-    p.add_argument("--lr", type=float, help="learning rate (default: 0.001)")
+    p.add_argument("--lr", type=options.positive, help="learning rate (default: 0.001)")
     p.add_argument(
         "--steps",
-        type=int,
+        type=options.count,
         default=d.steps,
         help=f"timed calls per contender per round ({d.steps})",
     )
-    p.add_argument("--rounds", type=int, default=d.rounds, help=f"rounds (default: {d.rounds})")
     p.add_argument(
-        "--warmup", type=int, default=d.warmup, help=f"untimed calls first (default: {d.warmup})"
+        "--rounds", type=options.count, default=d.rounds, help=f"rounds (default: {d.rounds})"
+    )
+    p.add_argument(
+        "--warmup",
+        type=options.count_or_zero,
+        default=d.warmup,
+        help=f"untimed calls first (default: {d.warmup})",
     )
     p.add_argument(
         "--threads",
-        type=int,
+        type=options.threads,
         default=machine_threads(),
         help="threads for every contender (default: the cores available, "
         f"{machine_threads()} here)",
@@ -109,7 +115,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--inference-batch",
-        type=int,
+        type=options.count,
         default=d.inference_batch,
         metavar="N",
         help="batch size of the --inference latency (default: 1)",
@@ -125,11 +131,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--rss-steps",
-        type=int,
+        type=options.count_or_zero,
         default=d.rss_steps,
         help=f"training steps of each startup process before its RSS is read ({d.rss_steps})",
     )
-    p.add_argument("--seed", type=int, default=d.seed, help="weights and batch (default: 0)")
+    p.add_argument(
+        "--seed", type=options.seed, default=d.seed, help="weights and batch (default: 0)"
+    )
     p.add_argument(
         "--json",
         nargs="?",
@@ -140,7 +148,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.add_argument(
         "--timeout",
-        type=float,
+        type=options.positive,
         default=d.timeout,
         help="seconds any one measuring process may take",
     )

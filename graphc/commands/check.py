@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 
+from graphc.commands import options
+
 HELP = "compare the native step with the reference interpreter, value by value"
 
 
@@ -27,9 +29,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     add_target_arguments(p, argparse.SUPPRESS)  # training is the default here: see --inference
     p.add_argument("--inference", action="store_true", help="check a Module's forward pass only")
-    p.add_argument("--steps", type=int, default=2, metavar="K", help="steps to run (default: 2)")
-    p.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance (default: 1e-3)")
-    p.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance (default: 1e-4)")
+    p.add_argument(
+        "--steps", type=options.count, default=2, metavar="K", help="steps to run (default: 2)"
+    )
+    p.add_argument(
+        "--rtol", type=options.non_negative, default=1e-3, help="relative tolerance (default: 1e-3)"
+    )
+    p.add_argument(
+        "--atol", type=options.non_negative, default=1e-4, help="absolute tolerance (default: 1e-4)"
+    )
     # Test hook, hidden from --help: the native code adds 1 to the first element of this
     # kernel's output after it runs, so tests can see check name the corrupted node.
     p.add_argument("--fault", metavar="KERNEL", help=argparse.SUPPRESS)

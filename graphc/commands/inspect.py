@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 
+from graphc.commands import options
 from graphc.training.config import OPTIMIZERS
 
 HELP = "show the IR after any pass, fusion, memory, FLOPs, a kernel's LLVM IR/asm, a profile"
@@ -47,7 +48,9 @@ def add_target_arguments(p: argparse.ArgumentParser, train_help: str) -> None:
     p.add_argument(
         "--optimizer", choices=OPTIMIZERS, help="optimizer of the training step (default: sgd)"
     )
-    p.add_argument("--lr", type=float, help="learning rate (default: sgd 0.03, adam/adamw 0.001)")
+    p.add_argument(
+        "--lr", type=options.positive, help="learning rate (default: sgd 0.03, adam/adamw 0.001)"
+    )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -80,7 +83,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--asm", metavar="KERNEL", help="the assembly of one kernel")
     p.add_argument(
         "--profile",
-        type=int,
+        type=options.count,
         metavar="N",
         help="run the native step N times: time, GFLOP/s and %% of peak per kernel",
     )

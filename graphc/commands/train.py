@@ -16,6 +16,11 @@ examples:
   graphc train --data cifar10:~/data --optimizer adam --workers 2
   graphc train --data mnist:~/data/mnist --model my_models.py:SmallNet
   graphc train --resume                      # after Ctrl-C, or to add epochs: --epochs 5
+
+A loss that becomes NaN or infinite stops the run at that step with exit status 1, naming
+the epoch, the step and the last checkpoint that is still good (the diverged parameters are
+never saved over it); --continue-on-nan trains on instead, warning once per epoch.
+Numeric options must be finite and in range (--lr nan is a usage error).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from graphc.commands import options
 from graphc.training.config import DEFAULT_CHECKPOINT, DEFAULT_LR, OPTIMIZERS, TrainConfig
 
 HELP = "train a model (default: the reference ConvNet on built-in data)"
@@ -44,28 +50,43 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="SPEC",
         help="builtin (generated, no download), cifar10:DIR or mnist:DIR (default: builtin)",
     )
-    p.add_argument("--epochs", type=int, default=_, help=f"total epochs (default: {d.epochs})")
     p.add_argument(
-        "--batch-size", type=int, default=_, help=f"images per step (default: {d.batch_size})"
+        "--epochs", type=options.count, default=_, help=f"total epochs (default: {d.epochs})"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=options.count,
+        default=_,
+        help=f"images per step (default: {d.batch_size})",
     )
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=_, help="(default: sgd)")
     lrs = ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items())
-    p.add_argument("--lr", type=float, default=_, help=f"learning rate (default: {lrs})")
-    p.add_argument("--momentum", type=float, default=_, help="SGD momentum (default: 0.9)")
+    p.add_argument("--lr", type=options.positive, default=_, help=f"learning rate (default: {lrs})")
     p.add_argument(
-        "--weight-decay", type=float, default=_, help="(default: the optimizer's own default)"
+        "--momentum",
+        type=options.momentum,
+        default=_,
+        help="SGD momentum, in [0, 1) (default: 0.9)",
+    )
+    p.add_argument(
+        "--weight-decay",
+        type=options.non_negative,
+        default=_,
+        help="(default: the optimizer's own default)",
     )
     p.add_argument(
         "--workers",
-        type=int,
+        type=options.count_or_zero,
         default=_,
         help="loader threads preparing batches ahead of the step (default: 1 when the "
         "step's --threads leave a core free, else 0: loading then runs between steps)",
     )
-    p.add_argument("--seed", type=int, default=_, help=f"seeds everything (default: {d.seed})")
+    p.add_argument(
+        "--seed", type=options.seed, default=_, help=f"seeds everything (default: {d.seed})"
+    )
     p.add_argument(
         "--threads",
-        type=int,
+        type=options.threads,
         default=_,
         help="threads for compiled code (sets GRAPHC_NUM_THREADS; default: all cores)",
     )
@@ -85,14 +106,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-json", default=_, metavar="FILE", help="write per-epoch results as JSON")
     p.add_argument(
         "--train-size",
-        type=int,
+        type=options.count,
         default=_,
         metavar="N",
         help="use N training images (builtin: generate N; default: 10,000 or the whole set)",
     )
     p.add_argument(
         "--test-size",
-        type=int,
+        type=options.count,
         default=_,
         metavar="N",
         help="use N test images (builtin: generate N; default: 2,000 or the whole set)",
@@ -102,6 +123,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=_,
         help="random crop (padding 4) and horizontal flip (default: on for cifar10 only)",
+    )
+    p.add_argument(
+        "--continue-on-nan",
+        action="store_true",
+        default=_,
+        help="keep training when the loss becomes NaN or infinite, with a warning (default: "
+        "stop at that step with an error, keeping the last good checkpoint)",
     )
     p.add_argument(
         "--progress",

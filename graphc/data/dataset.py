@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from graphc import dispatch
+from graphc.errors import ShapeError
 from graphc.tensor import Tensor
 
 
@@ -44,7 +46,11 @@ class TensorDataset(Dataset):
         sizes = {a.shape[0] if a.ndim else None for a in self._arrays}
         if len(sizes) != 1 or None in sizes:
             shapes = ", ".join(str(list(a.shape)) for a in self._arrays)
-            raise ValueError(f"TensorDataset: size mismatch between tensors ({shapes})")
+            raise dispatch.user_error(
+                ShapeError,
+                f"TensorDataset: size mismatch between tensors ({shapes}); every tensor needs "
+                "one entry per sample along its first dimension",
+            )
         self.tensors = tuple(t if isinstance(t, Tensor) else Tensor._wrap(t) for t in tensors)
 
     def __len__(self) -> int:

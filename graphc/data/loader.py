@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from graphc import dispatch
 from graphc import random as grandom
 from graphc.data.dataset import Dataset
 from graphc.data.sampler import (
@@ -37,6 +38,7 @@ from graphc.data.sampler import (
     resolve_seed,
 )
 from graphc.data.transforms import Transform
+from graphc.errors import OptionError
 from graphc.tensor import Tensor
 
 
@@ -99,7 +101,11 @@ class DataLoader:
         transform: Transform | None = None,
     ) -> None:
         if num_workers < 0:
-            raise ValueError("num_workers option should be non-negative")
+            raise dispatch.user_error(
+                OptionError,
+                f"num_workers option should be non-negative, got {num_workers}; pass 0 to load "
+                "in the calling thread",
+            )
         if batch_sampler is not None and (
             batch_size != 1 or shuffle or sampler is not None or drop_last
         ):

@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from graphc import dispatch
 from graphc import random as grandom
+from graphc.errors import OptionError
 
 
 def resolve_seed(seed: int | None = None, generator: grandom.Generator | None = None) -> int:
@@ -112,7 +114,11 @@ class BatchSampler(Sampler):
 
     def __init__(self, sampler: Sampler, batch_size: int, drop_last: bool) -> None:
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
-            raise ValueError(f"batch_size should be a positive integer, got {batch_size!r}")
+            raise dispatch.user_error(
+                OptionError,
+                f"batch_size should be a positive integer, got {batch_size!r}; pass "
+                "batch_size=N with N >= 1 (the number of samples per batch)",
+            )
         self.sampler = sampler
         self.batch_size = batch_size
         self.drop_last = drop_last

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import inspect
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,8 +213,8 @@ def _optimizer(net, name: str, lr: float | None):
     if name not in OPTIMIZERS:
         raise InspectError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, not {name!r}")
     lr = DEFAULT_LR[name] if lr is None else lr
-    if lr <= 0:
-        raise InspectError(f"--lr must be positive, not {lr}")
+    if not (math.isfinite(lr) and lr > 0):
+        raise InspectError(f"--lr must be a finite number > 0, not {lr}")
     if name == "sgd":
         return optim.SGD(net.parameters(), lr=lr, momentum=0.9)
     return (optim.Adam if name == "adam" else optim.AdamW)(net.parameters(), lr=lr)

@@ -18,11 +18,13 @@ flatten = G.flatten
 
 
 def relu(input: Tensor, inplace: bool = False) -> Tensor:
+    G.tensor_argument(input, "relu")
     out = G.relu(input)
     return input._inplace(out) if inplace else out
 
 
 def relu_(input: Tensor) -> Tensor:
+    G.tensor_argument(input, "relu_")
     return input._inplace(G.relu(input))
 
 
@@ -32,11 +34,13 @@ def _softmax_dim(ndim: int) -> int:
 
 
 def softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3, dtype=None) -> Tensor:
+    G.tensor_argument(input, "softmax")
     x = G.cast(input, dtype) if dtype is not None else input
     return G.softmax(x, _softmax_dim(x.ndim) if dim is None else dim)
 
 
 def log_softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3, dtype=None) -> Tensor:
+    G.tensor_argument(input, "log_softmax")
     x = G.cast(input, dtype) if dtype is not None else input
     return G.log_softmax(x, _softmax_dim(x.ndim) if dim is None else dim)
 
@@ -74,6 +78,7 @@ def _bias_nchw(out: Tensor, bias: Tensor | None) -> Tensor:
 
 
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    G.tensor_argument(input, "linear")
     if weight.ndim != 2 or input.ndim == 0 or input.shape[-1] != weight.shape[1]:
         rows = "x".join(map(str, (G._size(input.shape[:-1]) or (1,)))) if input.ndim else "1"
         raise dispatch.user_error(
@@ -108,6 +113,7 @@ def conv2d(
     dilation=1,
     groups: int = 1,
 ) -> Tensor:
+    G.tensor_argument(input, "conv2d")
     x, unbatched = _batched(input, "conv2d")
     stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
     kh, kw = weight.shape[2:] if weight.ndim == 4 else (1, 1)
@@ -148,6 +154,7 @@ def max_pool2d(
     ceil_mode: bool = False,
     return_indices: bool = False,
 ) -> Tensor:
+    G.tensor_argument(input, "max_pool2d")
     if return_indices:
         raise dispatch.user_error(GraphcError, "max_pool2d(return_indices=True) is not supported")
     x, unbatched = _batched(input, "max_pool2d")
@@ -174,6 +181,7 @@ def avg_pool2d(
     count_include_pad: bool = True,
     divisor_override: int | None = None,
 ) -> Tensor:
+    G.tensor_argument(input, "avg_pool2d")
     x, unbatched = _batched(input, "avg_pool2d")
     k = _pair(kernel_size, "kernel_size")
     s = k if stride is None or stride == [] else _pair(stride, "stride")
@@ -191,6 +199,7 @@ def avg_pool2d(
 
 
 def adaptive_avg_pool2d(input: Tensor, output_size) -> Tensor:
+    G.tensor_argument(input, "adaptive_avg_pool2d")
     size = _pair(output_size, "output_size")
     h, w = input.shape[-2:]
     if h % size[0] or w % size[1]:
@@ -206,6 +215,7 @@ def adaptive_avg_pool2d(input: Tensor, output_size) -> Tensor:
 
 
 def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
+    G.tensor_argument(input, "dropout")
     if not 0.0 <= p <= 1.0:
         raise dispatch.user_error(
             GraphcError, f"dropout probability has to be between 0 and 1, but got {p}"
@@ -235,6 +245,7 @@ def batch_norm(
     eps: float = 1e-5,
 ) -> Tensor:
     """Normalises over every dim but 1; in training, updates the running stats in place."""
+    G.tensor_argument(input, "batch_norm")
     if input.ndim < 2:
         raise dispatch.user_error(
             ShapeError, f"batch_norm: expected at least 2-D input, got {list(input.shape)}"
@@ -384,6 +395,8 @@ def nll_loss(
     ignore_index: int = -100,
     reduction: str = "mean",
 ) -> Tensor:
+    G.tensor_argument(input, "nll_loss")
+    G.tensor_argument(target, "nll_loss", "target")
     if input.ndim < 1 or target.dtype not in (dtypes.int64, dtypes.int32):
         raise dispatch.user_error(
             ShapeError,
@@ -418,6 +431,8 @@ def cross_entropy(
     reduction: str = "mean",
     label_smoothing: float = 0.0,
 ) -> Tensor:
+    G.tensor_argument(input, "cross_entropy")
+    G.tensor_argument(target, "cross_entropy", "target")
     class_dim = 1 if input.ndim >= 2 else 0
     logp = G.log_softmax(input, class_dim)
     if target.dtype.is_floating_point:  # class probabilities
@@ -460,11 +475,15 @@ def cross_entropy(
 
 
 def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+    G.tensor_argument(input, "mse_loss")
+    G.tensor_argument(target, "mse_loss", "target")
     diff = G.sub(input, target)
     return _reduce(G.mul(diff, diff), reduction)
 
 
 def l1_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+    G.tensor_argument(input, "l1_loss")
+    G.tensor_argument(target, "l1_loss", "target")
     return _reduce(G.abs(G.sub(input, target)), reduction)
 
 

@@ -340,9 +340,12 @@ class Module:
                     + ".",
                 )
         if errors:
-            raise StateDictError(
+            raise dispatch.user_error(
+                StateDictError,
                 f"Error(s) in loading state_dict for {type(self).__name__}:\n\t"
                 + "\n\t".join(errors)
+                + "\n  load a state_dict saved from the same model class (strict=False "
+                "ignores missing and unexpected keys, not size mismatches)",
             )
         for k, v in values.items():
             t = own[k]

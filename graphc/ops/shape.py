@@ -15,7 +15,8 @@ from graphc.ops.registry import NoGrad, defop, normalize_axes, numel
 def _reshape_rule(x: TensorType, shape: tuple[int, ...]) -> TensorType:
     if numel(shape) != x.numel or any(d < 0 for d in shape):
         raise ShapeError(
-            f"reshape: cannot reshape {x} ({x.numel} elements) into shape {list(shape)}"
+            f"reshape: cannot reshape {x} ({x.numel} elements) into shape {list(shape)}; "
+            f"the new sizes must multiply to {x.numel}"
         )
     return x.with_shape(shape)
 

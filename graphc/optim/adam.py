@@ -6,7 +6,13 @@ import math
 
 from graphc import functions as G
 from graphc.optim.arith import add_scaled, addcdiv, addcmul, hyper, lerp
-from graphc.optim.optimizer import Optimizer, _no_differentiable, scalar_state, zeros_state
+from graphc.optim.optimizer import (
+    Optimizer,
+    _no_differentiable,
+    check_range,
+    scalar_state,
+    zeros_state,
+)
 
 
 class Adam(Optimizer):
@@ -26,16 +32,11 @@ class Adam(Optimizer):
         fused: bool | None = None,
         decoupled_weight_decay: bool = False,
     ) -> None:
-        if lr < 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if eps < 0.0:
-            raise ValueError(f"Invalid epsilon value: {eps}")
-        if not 0.0 <= betas[0] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
-        if not 0.0 <= betas[1] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
-        if weight_decay < 0.0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        check_range("learning rate", lr)
+        check_range("epsilon value", eps)
+        check_range("beta parameter at index 0", betas[0], high=1.0)
+        check_range("beta parameter at index 1", betas[1], high=1.0)
+        check_range("weight_decay value", weight_decay)
         _no_differentiable(differentiable)
         # PyTorch's group keys, in its order (state_dicts carry across in both directions).
         super().__init__(

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from graphc import dispatch, dtypes, state_version
-from graphc.errors import StateDictError
+from graphc.errors import OptionError, StateDictError
 from graphc.tensor import Tensor
 
 
@@ -244,6 +244,20 @@ def _array(v) -> np.ndarray | None:
     if isinstance(v, np.ndarray):
         return v
     return None
+
+
+def check_range(what: str, value, high: float | None = None) -> None:
+    """PyTorch's hyperparameter check ('Invalid learning rate: -1'), in [0, high) when high is
+    given, that also refuses nan and inf, which PyTorch lets through and which turn every
+    parameter into nan at the first step."""
+    if isinstance(value, Tensor):
+        return  # a tensor learning rate is checked by its user
+    ok = 0.0 <= value < (high if high is not None else float("inf"))
+    if not ok:
+        wanted = f"in [0, {high:g})" if high is not None else ">= 0"
+        raise dispatch.user_error(
+            OptionError, f"Invalid {what}: {value} (it must be a finite number {wanted})"
+        )
 
 
 def _no_differentiable(differentiable: bool) -> None:

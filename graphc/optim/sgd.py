@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from graphc import functions as G
 from graphc.optim.arith import add_scaled, hyper
-from graphc.optim.optimizer import Optimizer, _no_differentiable, required, zeros_state
+from graphc.optim.optimizer import (
+    Optimizer,
+    _no_differentiable,
+    check_range,
+    required,
+    zeros_state,
+)
 
 
 class SGD(Optimizer):
@@ -22,12 +28,10 @@ class SGD(Optimizer):
         differentiable: bool = False,
         fused: bool | None = None,
     ) -> None:
-        if lr is not required and lr < 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if momentum < 0.0:
-            raise ValueError(f"Invalid momentum value: {momentum}")
-        if weight_decay < 0.0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        if lr is not required:
+            check_range("learning rate", lr)
+        check_range("momentum value", momentum)
+        check_range("weight_decay value", weight_decay)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         _no_differentiable(differentiable)

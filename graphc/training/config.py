@@ -8,12 +8,15 @@ files) may change between the two.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from graphc.errors import GraphcError
+from graphc.threads import MAX_THREADS
 
 DEFAULT_CHECKPOINT = "graphc-train.ckpt"
+SEED_MAX = 2**63 - 1  # the generator's state is int64
 OPTIMIZERS = ("sgd", "adam", "adamw")
 DEFAULT_LR = {"sgd": 0.03, "adam": 1e-3, "adamw": 1e-3}
 
@@ -45,6 +48,7 @@ class TrainConfig:
     test_size: int | None = None  # None: the whole split (builtin: 2,000)
     augment: bool | None = None  # None: random crop + flip for CIFAR-10 only
     progress: str = "auto"  # auto | bar | lines | none
+    continue_on_nan: bool = False  # a NaN/inf loss: warn and train on (default: stop)
 
     def resolved(self) -> TrainConfig:
         """A copy with the data-independent defaults filled in, checked."""
@@ -68,10 +72,16 @@ class TrainConfig:
                 raise TrainError(f"--{name.replace('_', '-')} must be at least 1")
         if c.workers is not None and c.workers < 0:
             raise TrainError("--workers must be 0 (load in the training thread) or more")
-        if c.lr <= 0:
-            raise TrainError(f"--lr must be positive, not {c.lr}")
-        if c.threads is not None and c.threads < 1:
-            raise TrainError("--threads must be at least 1")
+        if not (math.isfinite(c.lr) and c.lr > 0):
+            raise TrainError(f"--lr must be a finite number > 0, not {c.lr}")
+        if c.momentum is not None and not 0 <= c.momentum < 1:  # also refuses nan
+            raise TrainError(f"--momentum must be a finite number in [0, 1), not {c.momentum}")
+        if c.weight_decay is not None and not 0 <= c.weight_decay < math.inf:
+            raise TrainError(f"--weight-decay must be a finite number >= 0, not {c.weight_decay}")
+        if c.threads is not None and not 1 <= c.threads <= MAX_THREADS:
+            raise TrainError(f"--threads must be 1..{MAX_THREADS}, not {c.threads}")
+        if not 0 <= c.seed <= SEED_MAX:
+            raise TrainError(f"--seed must be in [0, {SEED_MAX}], not {c.seed}")
         for name in ("train_size", "test_size"):
             v = getattr(c, name)
             if v is not None and v < 1:

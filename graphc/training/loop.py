@@ -94,6 +94,7 @@ class Trainer:
         self.explicit = set(explicit)
         self.out = out or sys.stdout
         self.err = err or sys.stderr
+        self._warned_epoch: int | None = None  # --continue-on-nan warns once per epoch
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -106,6 +107,7 @@ class Trainer:
         if ckpt is not None:
             config = merge_for_resume(config, ckpt["config"], self.explicit, config.checkpoint)
         config = config.resolved()
+        _check_outputs(config)
         if config.plot:
             require_matplotlib()
         if config.threads is not None:
@@ -143,8 +145,10 @@ class Trainer:
             transform=self.data.test_transform,
         )
         self.state = RunState()
+        self.good_checkpoint: str | None = None  # the last checkpoint with finite values
         if ckpt is not None:
             self.state = restore(ckpt, self.net, self.optimizer, self.train_loader)
+            self.good_checkpoint = f"{config.checkpoint} ({self._position()}, resumed from)"
         normalize = self.data.normalizer()
         step = _train_step(self.dist.wrap_model(self.net), self.optimizer, normalize)
         self.train_step = self.dist.compile_step(step, graphc.compile)
@@ -204,6 +208,10 @@ class Trainer:
                 evaluated = self._evaluate()
                 if evaluated is None:
                     return self._stop()
+                if not math.isfinite(evaluated[0]):
+                    self._non_finite(
+                        "test loss", evaluated[0], f"the evaluation after epoch {s.epoch + 1}"
+                    )
                 self._end_epoch(*evaluated)
         return self._finish()
 
@@ -225,12 +233,7 @@ class Trainer:
             loss = self.train_step(images, labels).item()
             t2 = time.perf_counter()
             if not math.isfinite(loss):
-                saved = os.path.exists(c.checkpoint) and s.history.epoch
-                raise TrainError(
-                    f"training diverged: the loss is {loss} at epoch {s.epoch + 1}, step "
-                    f"{s.batch + 1}; try a smaller --lr (it is {c.lr:g})"
-                    + (f". The last good checkpoint is {c.checkpoint}" if saved else "")
-                )
+                self._non_finite("loss", loss, f"epoch {s.epoch + 1}, step {s.batch + 1}/{total}")
             n = len(labels) * self.dist.size  # images of the global step (equal shares)
             s.loss_sum += loss * n
             s.samples += n
@@ -245,6 +248,39 @@ class Trainer:
                 break
         progress.close()
         self.epoch_timing = (images_seen, wait, busy)
+
+    def _non_finite(self, what: str, value: float, where: str) -> None:
+        """A NaN or infinite loss: an error that stops the run before anything is saved
+        over the last good checkpoint, or (--continue-on-nan) a warning once per epoch."""
+        c = self.config
+        if c.continue_on_nan:
+            if self._warned_epoch != self.state.epoch:
+                self._warned_epoch = self.state.epoch
+                print(
+                    f"graphc train: warning: the {what} is {value} at {where}; training on "
+                    "(--continue-on-nan)",
+                    file=self.err,
+                    flush=True,
+                )
+            return
+        good = (
+            f"the last good checkpoint, {self.good_checkpoint}, is left as it was"
+            if self.good_checkpoint
+            else f"no checkpoint of this run was written before ({c.checkpoint} is untouched)"
+        )
+        raise TrainError(
+            f"training diverged: the {what} is {value} at {where}. Stopped without saving: "
+            f"{good}. Try a smaller --lr (it is {c.lr:g}), or look for values that overflow "
+            "in the model or data; --continue-on-nan trains on regardless"
+        )
+
+    def _position(self) -> str:
+        s = self.state
+        if s.phase == "eval":
+            return f"epoch {s.epoch + 1}, before its evaluation"
+        if s.batch == 0:
+            return f"end of epoch {s.epoch}" if s.epoch else "before training"
+        return f"epoch {s.epoch + 1}, step {s.batch}/{len(self.train_loader)}"
 
     def _evaluate(self) -> tuple[float, float] | None:
         """(mean test loss, accuracy), or None when interrupted."""
@@ -323,6 +359,7 @@ class Trainer:
         return "" if c == DEFAULT_CHECKPOINT else f" --checkpoint {c}"
 
     def _save(self) -> None:
+        self.good_checkpoint = f"{self.config.checkpoint} ({self._position()})"
         if not self.dist.is_main:
             return
         save_checkpoint(
@@ -351,6 +388,25 @@ class Trainer:
         if self.config.plot and self.state.history.step_loss and self.dist.is_main:
             title = f"graphc train: {type(self.net).__name__} on {self.data.name}"
             write_plot(self.config.plot, self.state.history, title)
+
+
+def _check_outputs(config: TrainConfig) -> None:
+    """Output files must be writable where they are asked for: found now, not after the
+    first epoch has been trained."""
+    for flag, path in (
+        ("--checkpoint", config.checkpoint),
+        ("--log-json", config.log_json),
+        ("--plot", config.plot),
+    ):
+        if not path:
+            continue
+        folder = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path):
+            raise TrainError(f"{flag} {path} is a directory; give a file name inside it")
+        if not os.path.isdir(folder):
+            raise TrainError(
+                f"{flag} {path}: the directory {folder} does not exist; create it first"
+            )
 
 
 def _train_step(net: nn.Module, optimizer, normalize):
