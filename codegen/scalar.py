@@ -172,11 +172,13 @@ def _rsqrt(b, node, args):
     return b.fdiv(constant(node.dtype, 1.0), root)  # exact division, as the reference
 
 
-@lowers("tanh")
-def _tanh(b, node, args):
+@lowers("tanh", "erf", "log1p", "expm1")
+def _libm_call(b, node, args):
+    # No LLVM intrinsic computes these: call the C library (tanhf/tanh, erff/erf, ...).
     (x,) = args
-    fn = b.module.globals.get(_libm("tanh", node.dtype)) or ir.Function(
-        b.module, ir.FunctionType(x.type, [x.type]), _libm("tanh", node.dtype)
+    name = _libm(node.op, node.dtype)
+    fn = b.module.globals.get(name) or ir.Function(
+        b.module, ir.FunctionType(x.type, [x.type]), name
     )
     return b.call(fn, [x])
 

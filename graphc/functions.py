@@ -172,6 +172,9 @@ log = _unary("log")
 sqrt = _unary("sqrt")
 rsqrt = _unary("rsqrt")
 tanh = _unary("tanh")
+erf = _unary("erf")
+log1p = _unary("log1p")
+expm1 = _unary("expm1")
 sigmoid = _unary("sigmoid")
 relu = _unary("relu", floating=False)
 abs = _unary("abs", floating=False)
@@ -698,6 +701,9 @@ def randint(low: int, high: int | None = None, size=(), *, dtype: DType | None =
 _METHODS = [
     "exp",
     "log",
+    "erf",
+    "log1p",
+    "expm1",
     "sqrt",
     "rsqrt",
     "tanh",

@@ -229,6 +229,26 @@ def _rsqrt(n, ins, errs, out):
     return np.where(bad, np.inf, spread + rounding(4, out))
 
 
+@rule("expm1")
+def _expm1(n, ins, errs, out):
+    with np.errstate(all="ignore"):
+        spread = np.where(errs[0] == 0, 0.0, (np.abs(out) + 1) * np.expm1(errs[0]))
+    return spread + rounding(LIBM, out)
+
+
+@rule("log1p")
+def _log1p(n, ins, errs, out):
+    x, e = ins[0], errs[0]
+    with np.errstate(all="ignore"):
+        spread = scaled(1 / _lower(x + 1, e), e)
+    return np.where(_crosses_zero(x + 1, e), np.inf, spread + rounding(LIBM, out))
+
+
+@rule("erf")
+def _erf(n, ins, errs, out):
+    return 1.1284 * errs[0] + rounding(LIBM, out)  # erf' <= 2/sqrt(pi)
+
+
 @rule("tanh")
 def _tanh(n, ins, errs, out):
     return errs[0] + rounding(LIBM, out)
