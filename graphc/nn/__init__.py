@@ -1,6 +1,24 @@
 """graphc.nn: modules, layers and losses with PyTorch's names and semantics."""
 
 from graphc.nn import functional, init
+from graphc.nn.activation import (
+    ELU,
+    GELU,
+    Hardsigmoid,
+    Hardswish,
+    Hardtanh,
+    LeakyReLU,
+    LogSigmoid,
+    LogSoftmax,
+    PReLU,
+    ReLU,
+    ReLU6,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Softplus,
+    Tanh,
+)
 from graphc.nn.container import ModuleDict, ModuleList, Sequential
 from graphc.nn.layers import (
     AdaptiveAvgPool2d,
@@ -12,12 +30,7 @@ from graphc.nn.layers import (
     Flatten,
     Identity,
     Linear,
-    LogSoftmax,
     MaxPool2d,
-    ReLU,
-    Sigmoid,
-    Softmax,
-    Tanh,
 )
 from graphc.nn.loss import CrossEntropyLoss, L1Loss, MSELoss, NLLLoss
 from graphc.nn.module import Module
@@ -42,6 +55,17 @@ __all__ = [
     "Tanh",
     "Softmax",
     "LogSoftmax",
+    "LeakyReLU",
+    "ReLU6",
+    "Hardtanh",
+    "ELU",
+    "GELU",
+    "SiLU",
+    "Hardswish",
+    "Hardsigmoid",
+    "Softplus",
+    "LogSigmoid",
+    "PReLU",
     "Flatten",
     "Dropout",
     "BatchNorm1d",

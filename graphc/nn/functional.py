@@ -11,10 +11,26 @@ from graphc.tensor import Tensor
 
 apply = dispatch.apply
 
-# Activations are the tensor functions themselves.
+# Activations are the tensor functions themselves, or compositions of primitives.
 sigmoid = G.sigmoid
 tanh = G.tanh
 flatten = G.flatten
+from graphc.nn.functional_activation import (  # noqa: E402, F401
+    elu,
+    elu_,
+    gelu,
+    hardsigmoid,
+    hardswish,
+    hardtanh,
+    hardtanh_,
+    leaky_relu,
+    leaky_relu_,
+    logsigmoid,
+    prelu,
+    relu6,
+    silu,
+    softplus,
+)
 
 
 def relu(input: Tensor, inplace: bool = False) -> Tensor:
