@@ -80,6 +80,7 @@ from graphc.functions import (
     unsqueeze,
     var,
     where,
+    xlogy,
     zeros,
     zeros_like,
 )

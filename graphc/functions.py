@@ -215,6 +215,17 @@ def lerp(input, end, weight) -> Tensor:
     return add(input, mul(diff, weight))
 
 
+def xlogy(input, other) -> Tensor:
+    """input * log(other), and 0 where input == 0 (unless other is NaN), as torch.xlogy."""
+    x, y = _operands(input, other)
+    x, y = _to_float(x), _to_float(y)
+    zero = apply("eq", _operands(x, 0.0))
+    # log only sees the others it multiplies: log(0) = -inf times the zero cotangent of a
+    # discarded product would make the gradient NaN
+    product = mul(x, log(where(zero, 1.0, y)))
+    return where(apply("ne", (y, y)), y, where(zero, 0.0, product))
+
+
 def where(condition: Tensor, input, other) -> Tensor:
     if not isinstance(condition, Tensor) or condition.dtype != dtypes.bool_:
         raise dispatch.user_error(ShapeError, "where: the condition must be a bool tensor")
@@ -717,6 +728,7 @@ _METHODS = [
     "clip",
     "lerp",
     "pow",
+    "xlogy",
     "maximum",
     "minimum",
     "reshape",

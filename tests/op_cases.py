@@ -457,6 +457,34 @@ def _nn_cases() -> list[OpCase]:
     return cases
 
 
+def probability(rng: np.random.Generator, shape: tuple[int, ...], dt: type) -> np.ndarray:
+    """Probabilities kept away from 0 and 1, where BCE's gradient formula takes over."""
+    return rng.uniform(0.05, 0.95, shape).astype(dt)
+
+
+def unit_interval(rng: np.random.Generator, shape: tuple[int, ...], dt: type) -> np.ndarray:
+    return rng.uniform(0.0, 1.0, shape).astype(dt)
+
+
+def _loss_cases() -> list[OpCase]:
+    cases = [
+        case("binary_cross_entropy", f32(*s, domain=probability), f32(*s, domain=unit_interval))
+        for s in EW_SHAPES
+    ]
+    cases += [case("binary_cross_entropy", f64(4, 3, domain=probability), f64(4, 3, domain=bools))]
+    # the ends: log(0) = -inf is clamped to -100, and so is log(1e-45) < -100
+    ends = [0.0, 1.0, 1e-45, 1e-30, 1.0 - 2**-24, 0.5]
+    cases += [
+        case(
+            "binary_cross_entropy",
+            f32(2, 6, domain=fixed([ends, ends])),
+            f32(2, 6, domain=fixed([[0.0] * 6, [1.0] * 6])),
+            vjp=False,  # PyTorch's gradient formula, not the clamped logs' derivative
+        )
+    ]
+    return cases
+
+
 def _seed(v: int) -> Arg:
     return Arg((), I64, fixed(v))
 
@@ -517,6 +545,7 @@ CASES: dict[str, list[OpCase]] = {
     "conv": _conv_cases(),
     "pool": _pool_cases(),
     "nn": _nn_cases(),
+    "loss": _loss_cases(),
     "creation": _creation_cases(),
     "collective": _collective_cases(),
 }

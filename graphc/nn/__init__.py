@@ -32,7 +32,17 @@ from graphc.nn.layers import (
     Linear,
     MaxPool2d,
 )
-from graphc.nn.loss import CrossEntropyLoss, L1Loss, MSELoss, NLLLoss
+from graphc.nn.loss import (
+    BCELoss,
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    HuberLoss,
+    KLDivLoss,
+    L1Loss,
+    MSELoss,
+    NLLLoss,
+    SmoothL1Loss,
+)
 from graphc.nn.module import Module
 from graphc.nn.parameter import Parameter
 
@@ -74,6 +84,11 @@ __all__ = [
     "NLLLoss",
     "MSELoss",
     "L1Loss",
+    "BCELoss",
+    "BCEWithLogitsLoss",
+    "SmoothL1Loss",
+    "HuberLoss",
+    "KLDivLoss",
 ]
 
 
