@@ -205,6 +205,14 @@ def clamp(input: Tensor, min=None, max=None) -> Tensor:
 clip = clamp
 
 
+def clamp_min(input: Tensor, min) -> Tensor:
+    return clamp(input, min=min)
+
+
+def clamp_max(input: Tensor, max) -> Tensor:
+    return clamp(input, max=max)
+
+
 def lerp(input, end, weight) -> Tensor:
     # PyTorch's formula: start + w*(end-start) for |w| < 0.5, else end - (end-start)*(1-w)
     diff = sub(end, input)
@@ -219,11 +227,11 @@ def xlogy(input, other) -> Tensor:
     """input * log(other), and 0 where input == 0 (unless other is NaN), as torch.xlogy."""
     x, y = _operands(input, other)
     x, y = _to_float(x), _to_float(y)
-    zero = apply("eq", _operands(x, 0.0))
-    # log only sees the others it multiplies: log(0) = -inf times the zero cotangent of a
-    # discarded product would make the gradient NaN
-    product = mul(x, log(where(zero, 1.0, y)))
-    return where(apply("ne", (y, y)), y, where(zero, 0.0, product))
+    # Where x = 0 and log(y) is not finite (y <= 0), log(1) = 0 stands in: 0 * log y would
+    # be NaN. The product keeps its x-derivative log(y) at x = 0 elsewhere, as PyTorch's.
+    unsafe = logical_and(eq(x, 0.0), le(y, 0.0))
+    product = mul(x, log(where(unsafe, 1.0, y)))
+    return where(ne(y, y), y, product)  # NaN in other stays NaN
 
 
 def where(condition: Tensor, input, other) -> Tensor:
@@ -725,6 +733,8 @@ _METHODS = [
     "sign",
     "square",
     "clamp",
+    "clamp_min",
+    "clamp_max",
     "clip",
     "lerp",
     "pow",

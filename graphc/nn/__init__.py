@@ -19,7 +19,7 @@ from graphc.nn.activation import (
     Softplus,
     Tanh,
 )
-from graphc.nn.container import ModuleDict, ModuleList, Sequential
+from graphc.nn.container import ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential
 from graphc.nn.layers import (
     AdaptiveAvgPool2d,
     AvgPool2d,
@@ -54,6 +54,8 @@ __all__ = [
     "Sequential",
     "ModuleList",
     "ModuleDict",
+    "ParameterList",
+    "ParameterDict",
     "Identity",
     "Linear",
     "Conv2d",
