@@ -1,4 +1,8 @@
-"""nn.functional: PyTorch's functional layers, built from graphc's primitive ops."""
+"""nn.functional: PyTorch's functional layers, built from graphc's primitive ops.
+
+Activations and losses live in functional_activation.py and functional_loss.py and are
+re-exported here, so users find every function under one name, as in torch.nn.functional.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,7 @@ import numpy as np
 from graphc import dispatch, dtypes
 from graphc import functions as G
 from graphc.errors import GraphcError, ShapeError
-from graphc.tensor import Tensor
-
-apply = dispatch.apply
-
-# Activations are the tensor functions themselves, or compositions of primitives.
-sigmoid = G.sigmoid
-tanh = G.tanh
-flatten = G.flatten
-from graphc.nn.functional_activation import (  # noqa: E402, F401
+from graphc.nn.functional_activation import (  # noqa: F401  (re-exported)
     elu,
     elu_,
     gelu,
@@ -31,7 +27,7 @@ from graphc.nn.functional_activation import (  # noqa: E402, F401
     silu,
     softplus,
 )
-from graphc.nn.functional_loss import (  # noqa: E402, F401
+from graphc.nn.functional_loss import (  # noqa: F401  (re-exported)
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
     cross_entropy,
@@ -42,6 +38,14 @@ from graphc.nn.functional_loss import (  # noqa: E402, F401
     nll_loss,
     smooth_l1_loss,
 )
+from graphc.tensor import Tensor
+
+apply = dispatch.apply
+
+# These activations are the tensor functions themselves.
+sigmoid = G.sigmoid
+tanh = G.tanh
+flatten = G.flatten
 
 
 def relu(input: Tensor, inplace: bool = False) -> Tensor:
