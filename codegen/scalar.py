@@ -182,11 +182,16 @@ def _rsqrt(b, node, args):
     return b.fdiv(constant(node.dtype, 1.0), root)  # exact division, as the reference
 
 
-@lowers("tanh")
-def _tanh(b, node, args):
-    (x,) = args
-    fn = b.module.globals.get(_libm("tanh", node.dtype)) or ir.Function(
-        b.module, ir.FunctionType(x.type, [x.type]), _libm("tanh", node.dtype)
+@lowers("tanh", "erf", "log1p", "expm1")
+def _libm_unary(b, node, args):
+    return _libm_call(b, node.op, node.dtype, args[0])
+
+
+def _libm_call(b, name: str, dtype: DType, x):
+    # No LLVM intrinsic computes these: call the C library (tanhf/tanh, erff/erf, ...).
+    name = _libm(name, dtype)
+    fn = b.module.globals.get(name) or ir.Function(
+        b.module, ir.FunctionType(x.type, [x.type]), name
     )
     return b.call(fn, [x])
 
@@ -205,6 +210,23 @@ def _sigmoid(b, node, args):
     pos = b.fdiv(one, denom)
     neg = b.fdiv(e, denom)
     return b.select(b.fcmp_ordered(">=", x, constant(node.dtype, 0.0)), pos, neg)
+
+
+@lowers("binary_cross_entropy")
+def _binary_cross_entropy(b, node, args):
+    # (y - 1) * max(log1p(-x), -100) - y * max(log(x), -100), as the reference; the clamps
+    # keep NaN (a NaN log is not below the floor)
+    x, y = args
+    floor = constant(node.dtype, -100.0)
+
+    def clamped(v):
+        return b.select(b.fcmp_ordered("<", v, floor), floor, v)
+
+    log_x = clamped(intrinsic(b, "llvm.log", x.type, x))
+    log_1mx = clamped(_libm_call(b, "log1p", node.dtype, b.fneg(x)))
+    ym1 = b.fsub(y, constant(node.dtype, 1.0), flags=ELEMENTWISE_FLAGS)
+    lhs = b.fmul(ym1, log_1mx, flags=ELEMENTWISE_FLAGS)
+    return b.fsub(lhs, b.fmul(y, log_x, flags=ELEMENTWISE_FLAGS), flags=ELEMENTWISE_FLAGS)
 
 
 @lowers("pow")

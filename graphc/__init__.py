@@ -6,6 +6,7 @@ optimised and run as one compiled call per training step.
 """
 
 from graphc import dtypes
+from graphc.device import cuda, device
 from graphc.dispatch import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from graphc.dtypes import bool_ as bool  # noqa: A001  (torch.bool)
 from graphc.dtypes import float32, float64, int32, int64
@@ -23,12 +24,16 @@ from graphc.functions import (
     as_tensor,
     cat,
     clamp,
+    clamp_max,
+    clamp_min,
     clip,
     concat,
     div,
     empty,
     eq,
+    erf,
     exp,
+    expm1,
     flatten,
     from_numpy,
     full,
@@ -37,6 +42,7 @@ from graphc.functions import (
     gt,
     le,
     log,
+    log1p,
     log_softmax,
     lt,
     matmul,
@@ -77,10 +83,12 @@ from graphc.functions import (
     unsqueeze,
     var,
     where,
+    xlogy,
     zeros,
     zeros_like,
 )
 from graphc.random import default_generator, manual_seed
+from graphc.splitting import chunk, narrow, split, unbind
 from graphc.tensor import Size, Tensor
 from graphc.threads import get_num_threads, set_num_threads
 
@@ -99,17 +107,21 @@ def compile(fn=None, **options):
     return _compile(fn, **options)
 
 
-def save(obj, path) -> None:
-    """Saves a state dict (nested dicts/lists of tensors and numbers), atomically, no pickle."""
+def save(obj, f, pickle_module=None, pickle_protocol=None) -> None:
+    """Saves a state dict (nested dicts/lists of tensors and numbers), atomically, no pickle.
+
+    torch.save's spelling: `f` is a path (any name: "model.pt" works) or a binary file;
+    the pickle arguments are accepted and unused, since nothing is pickled."""
     from graphc.serialization import save as _save
 
-    _save(obj, path)
+    _save(obj, f)
 
 
-def load(path):
+def load(f, map_location=None, pickle_module=None, *, weights_only=None, mmap=None):
+    """Loads what graphc.save wrote (or a plain safetensors file); see serialization.load."""
     from graphc.serialization import load as _load
 
-    return _load(path)
+    return _load(f, map_location, pickle_module, weights_only=weights_only, mmap=mmap)
 
 
 def is_tensor(obj) -> bool:

@@ -192,6 +192,9 @@ log = _unary("log")
 sqrt = _unary("sqrt")
 rsqrt = _unary("rsqrt")
 tanh = _unary("tanh")
+erf = _unary("erf")
+log1p = _unary("log1p")
+expm1 = _unary("expm1")
 sigmoid = _unary("sigmoid")
 relu = _unary("relu", floating=False)
 abs = _unary("abs", floating=False)
@@ -222,6 +225,14 @@ def clamp(input: Tensor, min=None, max=None) -> Tensor:
 clip = clamp
 
 
+def clamp_min(input: Tensor, min) -> Tensor:
+    return clamp(input, min=min)
+
+
+def clamp_max(input: Tensor, max) -> Tensor:
+    return clamp(input, max=max)
+
+
 def lerp(input, end, weight) -> Tensor:
     # PyTorch's formula: start + w*(end-start) for |w| < 0.5, else end - (end-start)*(1-w)
     diff = sub(end, input)
@@ -230,6 +241,17 @@ def lerp(input, end, weight) -> Tensor:
     if isinstance(weight, Number):
         return sub(end, mul(diff, 1 - weight))
     return add(input, mul(diff, weight))
+
+
+def xlogy(input, other) -> Tensor:
+    """input * log(other), and 0 where input == 0 (unless other is NaN), as torch.xlogy."""
+    x, y = _operands(input, other)
+    x, y = _to_float(x), _to_float(y)
+    # Where x = 0 and log(y) is not finite (y <= 0), log(1) = 0 stands in: 0 * log y would
+    # be NaN. The product keeps its x-derivative log(y) at x = 0 elsewhere, as PyTorch's.
+    unsafe = logical_and(eq(x, 0.0), le(y, 0.0))
+    product = mul(x, log(where(unsafe, 1.0, y)))
+    return where(ne(y, y), y, product)  # NaN in other stays NaN
 
 
 def where(condition: Tensor, input, other) -> Tensor:
@@ -723,6 +745,9 @@ def randint(low: int, high: int | None = None, size=(), *, dtype: DType | None =
 _METHODS = [
     "exp",
     "log",
+    "erf",
+    "log1p",
+    "expm1",
     "sqrt",
     "rsqrt",
     "tanh",
@@ -733,9 +758,12 @@ _METHODS = [
     "sign",
     "square",
     "clamp",
+    "clamp_min",
+    "clamp_max",
     "clip",
     "lerp",
     "pow",
+    "xlogy",
     "maximum",
     "minimum",
     "reshape",

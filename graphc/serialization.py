@@ -128,6 +128,13 @@ def _encode(obj: Any, path: str, arrays: list, names: set) -> Any:
                 for k, v in obj.items()
             ]
         }
+    if callable(getattr(obj, "state_dict", None)):
+        raise dispatch.user_error(
+            ArgumentError,
+            f"graphc.save stores state dicts, not a {type(obj).__name__} itself (at "
+            f"{path or 'the top level'}): save obj.state_dict(), and restore it with "
+            "obj.load_state_dict(graphc.load(path))",
+        )
     raise dispatch.user_error(
         ArgumentError,
         f"graphc.save cannot store a {type(obj).__name__} (at {path or 'the top level'}): "
@@ -212,10 +219,22 @@ def _umask() -> int:
 # ---- reading ------------------------------------------------------------------------------
 
 
-def load(f: PathLike | BinaryIO, map_location: Any = None) -> Any:
-    """Loads what `save` wrote. Tensors come back as graphc Tensors, arrays as arrays."""
-    if map_location not in (None, "cpu"):
-        raise ValueError(f"graphc runs on the CPU only; map_location={map_location!r}")
+def load(
+    f: PathLike | BinaryIO,
+    map_location: Any = None,
+    pickle_module: Any = None,
+    *,
+    weights_only: bool | None = None,
+    mmap: bool | None = None,
+) -> Any:
+    """Loads what `save` wrote. Tensors come back as graphc Tensors, arrays as arrays.
+
+    torch.load's arguments are accepted: map_location may name the CPU (a string, a device,
+    a {from: to} dict or a function); weights_only needs no opt-in, since nothing in a
+    graphc checkpoint is ever executed; pickle_module must be None (there is no pickle)."""
+    _check_map_location(map_location)
+    if pickle_module is not None:
+        raise ValueError("graphc checkpoints contain no pickle: pass no pickle_module")
     if hasattr(f, "read"):
         raw, where = f.read(), getattr(f, "name", "<stream>")
     else:
@@ -231,6 +250,19 @@ def load(f: PathLike | BinaryIO, map_location: Any = None) -> Any:
     return _parse(memoryview(raw), where)
 
 
+def _check_map_location(map_location: Any) -> None:
+    from graphc.device import check_device, is_device
+
+    if isinstance(map_location, Mapping):
+        targets = list(map_location.values())
+    elif callable(map_location) and not is_device(map_location):
+        return  # torch calls it per storage; every graphc tensor is on the CPU already
+    else:
+        targets = [map_location]
+    for target in targets:
+        check_device(target, "load(map_location=...)")
+
+
 def _parse(raw: memoryview, where: str) -> Any:
     def corrupt(what: str) -> DataError:
         return DataError(
@@ -238,6 +270,14 @@ def _parse(raw: memoryview, where: str) -> Any:
             "when a run stopped, use the previous checkpoint; otherwise save it again"
         )
 
+    if bytes(raw[:4]) == b"PK\x03\x04" or bytes(raw[:2]) in (b"\x80\x02", b"\x80\x04"):
+        raise DataError(
+            f"{where} is a PyTorch checkpoint (torch.save's zip or pickle format), which "
+            "graphc does not read: unpickling can run arbitrary code. Load it with PyTorch "
+            "and hand the state dict over (load_state_dict accepts PyTorch tensors), or "
+            "convert it once: graphc.save({k: v.numpy() for k, v in "
+            "torch.load(path).items()}, 'model.safetensors')"
+        )
     if len(raw) < 8:
         raise corrupt(f"it is only {len(raw)} bytes long")
     (n,) = struct.unpack_from("<Q", raw)

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from graphc import dispatch, dtypes
+from graphc.device import CPU, check_device, is_device
 from graphc.errors import GraphcError, TraceError
 from graphc.ir import TensorType
 
@@ -102,8 +103,8 @@ class Tensor:
         return self._value.dtype
 
     @property
-    def device(self) -> str:
-        return "cpu"
+    def device(self):
+        return CPU
 
     @property
     def ndim(self) -> int:
@@ -288,15 +289,25 @@ class Tensor:
     # ---- conversions ---------------------------------------------------------------------
 
     def to(self, *args, **kwargs) -> Tensor:
+        """to(dtype), to(device), to(device, dtype), to(other): PyTorch's forms. The device
+        must be the CPU; non_blocking and copy are accepted (there is nothing to overlap)."""
+
         dtype = kwargs.get("dtype")
+        check_device(kwargs.get("device"), "Tensor.to")
         for a in args:
-            if isinstance(a, (dtypes.DType, str)) and str(a) not in ("cpu",):
-                dtype = a
+            if is_device(a):
+                check_device(a, "Tensor.to")
             elif isinstance(a, Tensor):
                 dtype = a.dtype
+            elif isinstance(a, (dtypes.DType, str)):
+                dtype = a
         if dtype is None:
             return self
         return F.cast(self, dtypes.get(dtype))
+
+    def cuda(self, device=None, non_blocking: bool = False) -> Tensor:
+        check_device("cuda" if device is None else device, "Tensor.cuda")
+        return self
 
     def type(self, dtype=None):
         if dtype is None:
@@ -378,6 +389,12 @@ class Tensor:
 
     def clamp_(self, min=None, max=None) -> Tensor:
         return self._inplace(F.clamp(self, min, max))
+
+    def clamp_min_(self, min) -> Tensor:
+        return self._inplace(F.clamp(self, min=min))
+
+    def clamp_max_(self, max) -> Tensor:
+        return self._inplace(F.clamp(self, max=max))
 
     def sqrt_(self) -> Tensor:
         return self._inplace(F.sqrt(self))

@@ -229,6 +229,38 @@ def _rsqrt(n, ins, errs, out):
     return np.where(bad, np.inf, spread + rounding(4, out))
 
 
+@rule("expm1")
+def _expm1(n, ins, errs, out):
+    with np.errstate(all="ignore"):
+        spread = np.where(errs[0] == 0, 0.0, (np.abs(out) + 1) * np.expm1(errs[0]))
+    return spread + rounding(LIBM, out)
+
+
+@rule("log1p")
+def _log1p(n, ins, errs, out):
+    x, e = ins[0], errs[0]
+    with np.errstate(all="ignore"):
+        spread = scaled(1 / _lower(x + 1, e), e)
+    return np.where(_crosses_zero(x + 1, e), np.inf, spread + rounding(LIBM, out))
+
+
+@rule("erf")
+def _erf(n, ins, errs, out):
+    return 1.1284 * errs[0] + rounding(LIBM, out)  # erf' <= 2/sqrt(pi)
+
+
+@rule("binary_cross_entropy")
+def _binary_cross_entropy(n, ins, errs, out):
+    x, y = (v.astype(np.float64) for v in ins)
+    ex, ey = errs
+    with np.errstate(all="ignore"):
+        log_x, log_1mx = np.maximum(np.log(x), -100), np.maximum(np.log1p(-x), -100)
+        slope_x = 1 / _lower(x, ex) + 1 / _lower(1 - x, ex)
+        terms = np.abs(y * log_x) + np.abs((1 - y) * log_1mx) + np.abs(log_x) + np.abs(log_1mx)
+    spread = scaled(slope_x, ex) + scaled(np.abs(log_1mx - log_x), ey)
+    return spread + rounding(LIBM, out, magnitude=terms)
+
+
 @rule("tanh")
 def _tanh(n, ins, errs, out):
     return errs[0] + rounding(LIBM, out)

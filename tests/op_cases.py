@@ -205,9 +205,18 @@ def pool_cases(x: Sequence[int], kind: str = "both", **attrs: Any) -> list[OpCas
 # Odd sizes (not multiples of the vector width), size-1 dims, 0-d and empty tensors.
 EW_SHAPES = [(), (1,), (17,), (3, 5), (2, 1, 7)]
 
+
+def above_minus_one(rng: np.random.Generator, shape: tuple[int, ...], dt: type) -> np.ndarray:
+    """log1p's domain, kept away from its pole at -1."""
+    return rng.uniform(-0.8, 2.0, shape).astype(dt)
+
+
 _UNARY_DOMAINS: dict[str, Domain] = {
     "neg": real,
     "exp": real,
+    "expm1": real,
+    "log1p": above_minus_one,
+    "erf": real,
     "log": positive,
     "sqrt": positive,
     "rsqrt": positive,
@@ -224,6 +233,9 @@ def _elementwise_cases() -> list[OpCase]:
     for op, dom in _UNARY_DOMAINS.items():
         cases += [case(op, f32(*s, domain=dom)) for s in EW_SHAPES]
     cases += [case("sigmoid", f32(9, domain=fixed(np.linspace(-40, 40, 9))))]  # saturation
+    cases += [case("erf", f64(9, domain=fixed(np.linspace(-6, 6, 9))))]  # saturation
+    tiny = [-1e-9, -1e-5, 0.0, 1e-7, 3e-4]  # where log(1 + x) and exp(x) - 1 lose digits
+    cases += [case(op, f64(5, domain=fixed(tiny))) for op in ("log1p", "expm1")]
     for op in ("neg", "abs", "relu", "sign"):
         cases += [case(op, i64(3, 4)), case(op, f64(0, 3))]
     cases += [case("sign", boolean(5))]
@@ -451,6 +463,34 @@ def _nn_cases() -> list[OpCase]:
     return cases
 
 
+def probability(rng: np.random.Generator, shape: tuple[int, ...], dt: type) -> np.ndarray:
+    """Probabilities kept away from 0 and 1, where BCE's gradient formula takes over."""
+    return rng.uniform(0.05, 0.95, shape).astype(dt)
+
+
+def unit_interval(rng: np.random.Generator, shape: tuple[int, ...], dt: type) -> np.ndarray:
+    return rng.uniform(0.0, 1.0, shape).astype(dt)
+
+
+def _loss_cases() -> list[OpCase]:
+    cases = [
+        case("binary_cross_entropy", f32(*s, domain=probability), f32(*s, domain=unit_interval))
+        for s in EW_SHAPES
+    ]
+    cases += [case("binary_cross_entropy", f64(4, 3, domain=probability), f64(4, 3, domain=bools))]
+    # the ends: log(0) = -inf is clamped to -100, and so is log(1e-45) < -100
+    ends = [0.0, 1.0, 1e-45, 1e-30, 1.0 - 2**-24, 0.5]
+    cases += [
+        case(
+            "binary_cross_entropy",
+            f32(2, 6, domain=fixed([ends, ends])),
+            f32(2, 6, domain=fixed([[0.0] * 6, [1.0] * 6])),
+            vjp=False,  # PyTorch's gradient formula, not the clamped logs' derivative
+        )
+    ]
+    return cases
+
+
 def _seed(v: int) -> Arg:
     return Arg((), I64, fixed(v))
 
@@ -511,6 +551,7 @@ CASES: dict[str, list[OpCase]] = {
     "conv": _conv_cases(),
     "pool": _pool_cases(),
     "nn": _nn_cases(),
+    "loss": _loss_cases(),
     "creation": _creation_cases(),
     "collective": _collective_cases(),
 }

@@ -46,6 +46,9 @@ CASES = {
         (y.abs() + 1).rsqrt(),
         x**3,
         x.relu(),
+        x.erf(),
+        (x * 1e-4).expm1(),
+        (y.abs() * 1e-3).log1p(),
     ),
     "compare_where": lambda x, y: (
         graphc.where(x > 0, x, y[0]),

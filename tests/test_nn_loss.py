@@ -97,7 +97,9 @@ def test_cross_entropy_class_indices(torch, compiled, reduction, opts, shape):
     loss_parity(torch, g, t, x, target, compiled)
 
 
-@cases([dict(), dict(weight=True), dict(label_smoothing=0.15)])
+@cases(
+    [dict(), dict(weight=True), dict(label_smoothing=0.15), dict(label_smoothing=0.3, weight=True)]
+)
 @pytest.mark.parametrize("shape", [(6, 5), (3, 4, 2, 3)], ids=["NC", "NCHW"])
 def test_cross_entropy_probability_targets(torch, compiled, reduction, opts, shape):
     rng = np.random.default_rng(2)

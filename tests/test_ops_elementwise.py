@@ -45,6 +45,9 @@ def test_vjp_matches_finite_differences(c, rng):
 
 SECOND_ORDER = {
     "exp": [real],
+    "expm1": [real],
+    "log1p": [positive],
+    "erf": [real],
     "log": [positive],
     "sqrt": [positive],
     "rsqrt": [positive],
@@ -75,6 +78,9 @@ def test_second_derivatives(op, rng):
 UNARY_TORCH = {
     "neg": ("neg", real),
     "exp": ("exp", real),
+    "expm1": ("expm1", real),
+    "log1p": ("log1p", positive),
+    "erf": ("erf", real),
     "log": ("log", positive),
     "sqrt": ("sqrt", positive),
     "rsqrt": ("rsqrt", positive),
@@ -121,6 +127,29 @@ def test_binary_reference_matches_torch(op, torch, rng):
     out = run_ref(op, [x, y], {})
     assert out.dtype == expect.dtype
     np.testing.assert_allclose(out, expect, rtol=1e-7)
+
+
+def test_erf_reference_is_exact_to_float64(torch):
+    """erf has no numpy function: its reference must match an independent float64 erf to
+    an ulp, also in the tails and at the special values."""
+    x = np.concatenate([np.linspace(-7, 7, 2001), [0.0, -0.0, 1e-300, -1e-12, np.inf, -np.inf]])
+    expect = torch.special.erf(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(run_ref("erf", [x], {}), expect, rtol=4e-16, atol=0)
+    assert np.isnan(run_ref("erf", [np.array([np.nan])], {})).all()
+    x32 = x.astype(np.float32)  # float32 input: the float64 erf rounded once
+    got32 = run_ref("erf", [x32], {})
+    assert got32.dtype == np.float32
+    expect32 = torch.special.erf(torch.from_numpy(x32.astype(np.float64))).numpy()
+    np.testing.assert_array_equal(got32, expect32.astype(np.float32))
+
+
+@pytest.mark.parametrize("op", ["log1p", "expm1"])
+def test_log1p_expm1_keep_the_digits_of_tiny_inputs(op, torch):
+    x = np.array([1e-30, -1e-12, 1e-8, 3e-5, 0.0, -0.0], np.float32)
+    expect = getattr(torch, op)(torch.from_numpy(x)).numpy()
+    got = run_ref(op, [x], {})
+    np.testing.assert_allclose(got, expect, rtol=1e-7, atol=0)
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(expect))
 
 
 @pytest.mark.parametrize("exponent", [2.0, 3.0, 0.5, -1.5, 0.0, 1.0, 2.7])
@@ -215,6 +244,7 @@ def test_comparisons_and_logic_return_bool():
 
 _HYP_OPS = {
     "exp": real,
+    "erf": real,
     "log": positive,
     "tanh": real,
     "sigmoid": real,

@@ -193,6 +193,9 @@ OPTS = {
     "sgd_momentum": lambda o, p: o.SGD(p, lr=0.05, momentum=0.9, weight_decay=1e-3),
     "adam": lambda o, p: o.Adam(p, lr=1e-2),
     "adamw_amsgrad": lambda o, p: o.AdamW(p, lr=1e-2, amsgrad=True),
+    "rmsprop_centered_momentum": lambda o, p: o.RMSprop(p, lr=1e-3, momentum=0.9, centered=True),
+    "adagrad": lambda o, p: o.Adagrad(p, lr=0.05, lr_decay=0.01, initial_accumulator_value=0.1),
+    "adadelta": lambda o, p: o.Adadelta(p, weight_decay=1e-3),
 }
 
 

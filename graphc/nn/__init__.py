@@ -1,7 +1,25 @@
 """graphc.nn: modules, layers and losses with PyTorch's names and semantics."""
 
 from graphc.nn import functional, init
-from graphc.nn.container import ModuleDict, ModuleList, Sequential
+from graphc.nn.activation import (
+    ELU,
+    GELU,
+    Hardsigmoid,
+    Hardswish,
+    Hardtanh,
+    LeakyReLU,
+    LogSigmoid,
+    LogSoftmax,
+    PReLU,
+    ReLU,
+    ReLU6,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Softplus,
+    Tanh,
+)
+from graphc.nn.container import ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential
 from graphc.nn.layers import (
     AdaptiveAvgPool2d,
     AvgPool2d,
@@ -12,14 +30,19 @@ from graphc.nn.layers import (
     Flatten,
     Identity,
     Linear,
-    LogSoftmax,
     MaxPool2d,
-    ReLU,
-    Sigmoid,
-    Softmax,
-    Tanh,
 )
-from graphc.nn.loss import CrossEntropyLoss, L1Loss, MSELoss, NLLLoss
+from graphc.nn.loss import (
+    BCELoss,
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    HuberLoss,
+    KLDivLoss,
+    L1Loss,
+    MSELoss,
+    NLLLoss,
+    SmoothL1Loss,
+)
 from graphc.nn.module import Module
 from graphc.nn.parameter import Parameter
 
@@ -31,6 +54,8 @@ __all__ = [
     "Sequential",
     "ModuleList",
     "ModuleDict",
+    "ParameterList",
+    "ParameterDict",
     "Identity",
     "Linear",
     "Conv2d",
@@ -42,6 +67,17 @@ __all__ = [
     "Tanh",
     "Softmax",
     "LogSoftmax",
+    "LeakyReLU",
+    "ReLU6",
+    "Hardtanh",
+    "ELU",
+    "GELU",
+    "SiLU",
+    "Hardswish",
+    "Hardsigmoid",
+    "Softplus",
+    "LogSigmoid",
+    "PReLU",
     "Flatten",
     "Dropout",
     "BatchNorm1d",
@@ -50,6 +86,11 @@ __all__ = [
     "NLLLoss",
     "MSELoss",
     "L1Loss",
+    "BCELoss",
+    "BCEWithLogitsLoss",
+    "SmoothL1Loss",
+    "HuberLoss",
+    "KLDivLoss",
 ]
 
 

@@ -1,4 +1,5 @@
-"""Sequential, ModuleList and ModuleDict, with torch.nn's indexing, naming and mutation rules.
+"""Sequential, ModuleList, ModuleDict, ParameterList and ParameterDict, with torch.nn's
+indexing, naming and mutation rules.
 
 Children are registered under their index ("0", "1", ...) or key, which is what parameter
 names and state_dict keys are built from; deleting from a Sequential or ModuleList renumbers
@@ -13,6 +14,8 @@ from collections.abc import Iterable, Iterator, Mapping
 
 from graphc import state_version
 from graphc.nn.module import Module
+from graphc.nn.parameter import Parameter
+from graphc.tensor import Tensor
 
 
 def _index(idx, n: int, kind: str) -> int:
@@ -173,3 +176,126 @@ class ModuleDict(Module):
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError("ModuleDict is not callable; index it in forward()")
+
+
+def _as_parameter(value) -> Parameter:
+    """PyTorch's parameter containers register plain tensors as parameters."""
+    if isinstance(value, Parameter):
+        return value
+    if isinstance(value, Tensor):
+        return Parameter(value)
+    raise TypeError(f"cannot assign {type(value).__name__} as a parameter (a tensor is expected)")
+
+
+class ParameterList(Module):
+    """Parameters named by their position ("0", "1", ...), as torch.nn.ParameterList."""
+
+    def __init__(self, values: Iterable[Tensor] | None = None) -> None:
+        super().__init__()
+        for v in values or ():
+            self.append(v)
+
+    def __len__(self) -> int:
+        return len(self._parameters)
+
+    def __iter__(self) -> Iterator[Parameter]:
+        return iter(self._parameters.values())
+
+    def __getitem__(self, idx):
+        values = list(self._parameters.values())
+        if isinstance(idx, slice):
+            return ParameterList(values[idx])
+        return values[_index(idx, len(values), "ParameterList")]
+
+    def __setitem__(self, idx: int, value: Tensor) -> None:
+        key = list(self._parameters)[_index(idx, len(self), "ParameterList")]
+        self.register_parameter(key, _as_parameter(value))
+
+    def append(self, value: Tensor) -> ParameterList:
+        self.register_parameter(str(len(self)), _as_parameter(value))
+        return self
+
+    def extend(self, values: Iterable[Tensor]) -> ParameterList:
+        for v in values:
+            self.append(v)
+        return self
+
+    def __iadd__(self, values: Iterable[Tensor]) -> ParameterList:
+        return self.extend(values)
+
+    def extra_repr(self) -> str:
+        return "\n".join(
+            f"({i}): Parameter containing: [{p.dtype!r} of size {'x'.join(map(str, p.shape))}]"
+            for i, p in enumerate(self)
+        )
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError("ParameterList is not callable; index it in forward()")
+
+
+class ParameterDict(Module):
+    """Parameters named by string keys, as torch.nn.ParameterDict."""
+
+    def __init__(self, parameters: Mapping[str, Tensor] | Iterable | None = None) -> None:
+        super().__init__()
+        if parameters is not None:
+            self.update(parameters)
+
+    def __getitem__(self, key: str) -> Parameter:
+        return self._parameters[key]
+
+    def __setitem__(self, key: str, value: Tensor) -> None:
+        self.register_parameter(key, _as_parameter(value))
+
+    def __delitem__(self, key: str) -> None:
+        del self._parameters[key]
+        state_version.bump(self)
+
+    def __len__(self) -> int:
+        return len(self._parameters)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._parameters)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._parameters
+
+    def keys(self):
+        return self._parameters.keys()
+
+    def items(self):
+        return self._parameters.items()
+
+    def values(self):
+        return self._parameters.values()
+
+    def get(self, key: str, default=None):
+        return self._parameters.get(key, default)
+
+    def pop(self, key: str) -> Parameter:
+        p = self[key]
+        del self[key]
+        return p
+
+    def clear(self) -> None:
+        self._parameters.clear()
+        state_version.bump(self)
+
+    def update(self, parameters: Mapping[str, Tensor] | Iterable) -> None:
+        pairs = parameters.items() if isinstance(parameters, Mapping) else parameters
+        for j, pair in enumerate(pairs):
+            if len(pair) != 2:
+                raise ValueError(
+                    f"ParameterDict update sequence element #{j} has length {len(pair)}; "
+                    "2 is required"
+                )
+            self[pair[0]] = pair[1]
+
+    def extra_repr(self) -> str:
+        return "\n".join(
+            f"({k}): Parameter containing: [{p.dtype!r} of size {'x'.join(map(str, p.shape))}]"
+            for k, p in self.items()
+        )
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError("ParameterDict is not callable; index it in forward()")

@@ -1,4 +1,8 @@
-"""nn.functional: PyTorch's functional layers, built from graphc's primitive ops."""
+"""nn.functional: PyTorch's functional layers, built from graphc's primitive ops.
+
+Activations and losses live in functional_activation.py and functional_loss.py and are
+re-exported here, so users find every function under one name, as in torch.nn.functional.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,38 @@ import numpy as np
 from graphc import dispatch, dtypes
 from graphc import functions as G
 from graphc.errors import GraphcError, ShapeError
+from graphc.nn.functional_activation import (  # noqa: F401  (re-exported)
+    elu,
+    elu_,
+    gelu,
+    hardsigmoid,
+    hardswish,
+    hardtanh,
+    hardtanh_,
+    leaky_relu,
+    leaky_relu_,
+    logsigmoid,
+    prelu,
+    relu6,
+    silu,
+    softplus,
+)
+from graphc.nn.functional_loss import (  # noqa: F401  (re-exported)
+    binary_cross_entropy,
+    binary_cross_entropy_with_logits,
+    cross_entropy,
+    huber_loss,
+    kl_div,
+    l1_loss,
+    mse_loss,
+    nll_loss,
+    smooth_l1_loss,
+)
 from graphc.tensor import Tensor
 
 apply = dispatch.apply
 
-# Activations are the tensor functions themselves.
+# These activations are the tensor functions themselves.
 sigmoid = G.sigmoid
 tanh = G.tanh
 flatten = G.flatten
@@ -342,149 +373,6 @@ def _update_running_stats(
         G.mul(G.cast(m, wide), G.cast(unbiased, wide)), G.cast(G.mul(keep, running_var), wide)
     )
     running_var.copy_(G.cast(rv, running_var.dtype))
-
-
-# ---- losses ---------------------------------------------------------------------------------
-
-
-def _reduce(loss: Tensor, reduction: str) -> Tensor:
-    if reduction == "mean":
-        return G.mean(loss)
-    if reduction == "sum":
-        return G.sum(loss)
-    if reduction == "none":
-        return loss
-    raise dispatch.user_error(
-        GraphcError, f"{reduction!r} is not a valid reduction ('mean', 'sum' or 'none')"
-    )
-
-
-def _check_reduction(reduction: str) -> None:
-    if reduction not in ("mean", "sum", "none"):
-        raise dispatch.user_error(
-            GraphcError, f"{reduction!r} is not a valid reduction ('mean', 'sum' or 'none')"
-        )
-
-
-def _check_weight(weight: Tensor | None, c: int) -> None:
-    if weight is not None and tuple(weight.shape) != (c,):
-        raise dispatch.user_error(
-            ShapeError,
-            f"weight tensor should be defined either for all {c} classes or no classes "
-            f"but got weight tensor of shape: {list(weight.shape)}",
-        )
-
-
-def _target_one_hot(target: Tensor, c: int, ignore_index: int, dtype) -> Tensor:
-    """[..., C] rows: 1 at each target's class; all 0 where target == ignore_index (even
-    when the ignored index is itself a class)."""
-    return apply("one_hot", (target,), num_classes=c, ignore_index=ignore_index, dtype=dtype)
-
-
-def _class_last(input: Tensor) -> Tensor:
-    """[N, C, d1, ...] -> [N, d1, ..., C]: one_hot puts classes last."""
-    if input.ndim <= 2:
-        return input
-    return G.permute(input, 0, *range(2, input.ndim), 1)
-
-
-def nll_loss(
-    input: Tensor,
-    target: Tensor,
-    weight: Tensor | None = None,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-) -> Tensor:
-    G.tensor_argument(input, "nll_loss")
-    G.tensor_argument(target, "nll_loss", "target")
-    if input.ndim < 1 or target.dtype not in (dtypes.int64, dtypes.int32):
-        raise dispatch.user_error(
-            ShapeError,
-            f"nll_loss: target must hold int64 class indices, got {target.dtype.name}"
-            " (use labels.long(); for probabilities use cross_entropy)",
-        )
-    c = input.shape[1] if input.ndim >= 2 else input.shape[0]
-    expect = (input.shape[:1] + input.shape[2:]) if input.ndim >= 2 else ()
-    if tuple(target.shape) != tuple(expect):
-        raise dispatch.user_error(
-            ShapeError,
-            f"nll_loss: expected target of shape {list(expect)} for input of shape "
-            f"{list(input.shape)}, got {list(target.shape)}",
-        )
-    _check_reduction(reduction)
-    _check_weight(weight, c)
-    hot = _target_one_hot(target, c, ignore_index, input.dtype)
-    logp = _class_last(input)
-    if weight is not None:
-        hot = G.mul(hot, weight)
-    loss = G.neg(G.sum(G.mul(logp, hot), -1))
-    if reduction == "mean":
-        return G.div(G.sum(loss), G.sum(hot))
-    return _reduce(loss, reduction)
-
-
-def cross_entropy(
-    input: Tensor,
-    target: Tensor,
-    weight: Tensor | None = None,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-    label_smoothing: float = 0.0,
-) -> Tensor:
-    G.tensor_argument(input, "cross_entropy")
-    G.tensor_argument(target, "cross_entropy", "target")
-    class_dim = 1 if input.ndim >= 2 else 0
-    logp = G.log_softmax(input, class_dim)
-    if target.dtype.is_floating_point:  # class probabilities
-        if tuple(target.shape) != tuple(input.shape):
-            raise dispatch.user_error(
-                ShapeError,
-                f"cross_entropy: target is {target.dtype.name}{list(target.shape)}; expected "
-                f"int64 class indices of shape {list(input.shape[:1] + input.shape[2:])} "
-                f"(convert labels with .long()) or class probabilities of shape "
-                f"{list(input.shape)}",
-            )
-        c = input.shape[class_dim]
-        if label_smoothing:
-            target = G.add(G.mul(target, 1.0 - label_smoothing), label_smoothing / c)
-        terms = G.mul(logp, target)
-        if weight is not None:
-            terms = G.mul(_class_last(terms), weight)
-            loss = G.neg(G.sum(terms, -1))
-        else:
-            loss = G.neg(G.sum(terms, class_dim))
-        return _reduce(loss, reduction)  # 'mean' divides by the number of samples
-    loss = nll_loss(logp, target, weight, ignore_index, reduction)
-    if not label_smoothing:
-        return loss
-    c = input.shape[class_dim]
-    valid = G.cast(G.ne(target, ignore_index), input.dtype)
-    lp = _class_last(logp)
-    per = G.neg(G.sum(G.mul(lp, weight), -1) if weight is not None else G.sum(lp, -1))
-    smooth = G.mul(per, valid)
-    if reduction == "mean":
-        if weight is not None:
-            hot = _target_one_hot(target, c, ignore_index, input.dtype)
-            denom = G.sum(G.mul(hot, weight))
-        else:
-            denom = G.sum(valid)
-        smooth = G.div(G.sum(smooth), denom)
-    else:
-        smooth = _reduce(smooth, reduction)
-    return G.add(G.mul(loss, 1.0 - label_smoothing), G.mul(smooth, label_smoothing / c))
-
-
-def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
-    G.tensor_argument(input, "mse_loss")
-    G.tensor_argument(target, "mse_loss", "target")
-    diff = G.sub(input, target)
-    return _reduce(G.mul(diff, diff), reduction)
-
-
-def l1_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
-    G.tensor_argument(input, "l1_loss")
-    G.tensor_argument(target, "l1_loss", "target")
-    return _reduce(G.abs(G.sub(input, target)), reduction)
 
 
 def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from graphc import dispatch, state_version
+from graphc.device import check_device, is_device
 from graphc.errors import StateDictError
 from graphc.nn.parameter import Parameter
 from graphc.tensor import Tensor
@@ -256,15 +257,34 @@ class Module:
         return self
 
     def to(self, *args, **kwargs) -> Module:
+        """to(device), to(dtype), to(device, dtype), to(tensor): PyTorch's forms, in place.
+        The device must be the CPU; a dtype converts floating-point parameters and buffers."""
+        from graphc import dtypes
+
         dtype = kwargs.get("dtype")
+        check_device(kwargs.get("device"), "Module.to")
         for a in args:
-            if not isinstance(a, str):
+            if is_device(a):
+                check_device(a, "Module.to")
+            elif isinstance(a, Tensor):
+                dtype = a.dtype
+            else:
                 dtype = a
         if dtype is not None:
+            dtype = dtypes.get(dtype)
+            if not dtype.is_floating_point:
+                raise TypeError(
+                    f"nn.Module.to only accepts floating point dtypes, but got desired dtype "
+                    f"{dtype.name}"
+                )
             self._cast(dtype)
         return self
 
     def cpu(self) -> Module:
+        return self
+
+    def cuda(self, device=None) -> Module:
+        check_device("cuda" if device is None else device, "Module.cuda")
         return self
 
     def float(self) -> Module:

@@ -7,6 +7,7 @@ from graphc.ops import (  # noqa: E402, F401
     distributed,
     elementwise,
     linalg,
+    loss,
     nn,
     shape,
 )
