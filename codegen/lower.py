@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from llvmlite import ir
 
-from graphc.codegen import collective, loop, misc, pool, pool_tiled, rows
+from graphc.codegen import collective, index, loop, misc, pool, pool_tiled, rows
 from graphc.codegen.backend import ENTRY
 from graphc.codegen.emit import Spec
 from graphc.codegen.irutil import FunctionPointer, entry_alloca, i64
@@ -322,7 +322,7 @@ def emit_kernel(
             relu=k.params.get("relu", False),
             bias_grad=k.params.get("bias_grad"),
         )
-    for table in (pool.EMITTERS, rows.EMITTERS, misc.EMITTERS, collective.EMITTERS):
+    for table in (pool.EMITTERS, rows.EMITTERS, misc.EMITTERS, collective.EMITTERS, index.EMITTERS):
         if k.kind in table:
             return table[k.kind](module, k.name, k.root, storage)
     raise NotImplementedError(f"no lowering for kernel kind {k.kind!r} ({k.root.op})")

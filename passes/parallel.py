@@ -30,6 +30,8 @@ MIN_US = 20.0
 
 SERIAL_KINDS = {
     "one_hot": "checks class indices and reports bad data, which a worker cannot return",
+    "index_select": "checks its indices and reports bad data, which a worker cannot return",
+    "gather": "checks its indices and reports bad data, which a worker cannot return",
     "all_reduce_start": "a collective: one MPI call per step, from the calling thread",
     "all_reduce_wait": "a collective: one MPI call per step, from the calling thread",
 }

@@ -329,8 +329,50 @@ def _shape_cases() -> list[OpCase]:
         case("concat", f32(3), f32(0), f32(1), axis=0),
         case("concat", f32(1, 2, 3), axis=2),
         case("concat", i64(2), i64(3), axis=0),
+        case("cumsum", f32(7), axis=0),
+        case("cumsum", f32(3, 5), axis=1),
+        case("cumsum", f32(2, 4, 3), axis=1, reverse=True),
+        case("cumsum", f64(1, 17), axis=1),
+        case("cumsum", f32(0, 3), axis=0),
+        case("cumsum", i64(3, 4), axis=0),
     ]
     return cases
+
+
+def _index_cases() -> list[OpCase]:
+    """Repeated indices everywhere: their gradients must add up, in index order."""
+    return [
+        case("index_select", f32(5, 3), i64(7, domain=ints(0, 5)), axis=0),
+        case("index_select", f32(5, 3), i64(2, 4, domain=ints(0, 5)), axis=0),  # embedding
+        case("index_select", f32(2, 6, 3), i64(4, domain=ints(0, 6)), axis=1),
+        case("index_select", f32(2, 3, 4), i32(5, domain=ints(0, 4)), axis=2),
+        case("index_select", f32(5, 3), i64(domain=fixed(4)), axis=0),
+        case("index_select", f32(5, 2), i64(0), axis=0),
+        case("index_select", i64(4, 2), i64(3, domain=ints(0, 4)), axis=0),
+        # padding_idx's rows get no gradient by definition (nn.Embedding), not by calculus
+        case(
+            "index_select", f32(6, 4), i64(9, domain=ints(0, 6)), axis=0, padding_idx=2, vjp=False
+        ),
+        case("index_add", f32(7, 3), i64(7, domain=ints(0, 5)), axis=0, shape=(5, 3)),
+        case("index_add", f32(2, 4, 3), i64(2, 4, domain=ints(0, 5)), axis=0, shape=(5, 3)),
+        case("index_add", f32(2, 4, 3), i64(4, domain=ints(0, 6)), axis=1, shape=(2, 6, 3)),
+        case(
+            "index_add",
+            f32(8, 2),
+            i64(8, domain=fixed([0, 3, 1, 3, 0, 2, 3, 1])),
+            axis=0,
+            shape=(4, 2),
+            ignore_index=3,
+        ),
+        case("gather", f32(3, 5), i64(3, 7, domain=ints(0, 5)), axis=1),
+        case("gather", f32(4, 3), i64(6, 3, domain=ints(0, 4)), axis=0),
+        case("gather", f32(2, 5, 3), i32(2, 2, 3, domain=ints(0, 5)), axis=1),
+        case("gather", f64(6), i64(9, domain=ints(0, 6)), axis=0),
+        case("gather", i64(3, 4), i64(3, 2, domain=ints(0, 4)), axis=1),
+        case("scatter_add", f32(3, 7), i64(3, 7, domain=ints(0, 5)), axis=1, shape=(3, 5)),
+        case("scatter_add", f32(6, 3), i64(6, 3, domain=ints(0, 4)), axis=0, shape=(4, 3)),
+        case("scatter_add", f32(2, 2, 3), i32(2, 2, 3, domain=ints(0, 5)), axis=1, shape=(2, 5, 3)),
+    ]
 
 
 def _reduction_cases() -> list[OpCase]:
@@ -547,6 +589,7 @@ CASES: dict[str, list[OpCase]] = {
     "elementwise": _elementwise_cases(),
     "shape": _shape_cases(),
     "reduction": _reduction_cases(),
+    "index": _index_cases(),
     "linalg": _linalg_cases(),
     "conv": _conv_cases(),
     "pool": _pool_cases(),

@@ -42,6 +42,8 @@ NO_FLOPS = {
     "pad_slice": "layout",
     "concat": "layout",
     "one_hot": "integer comparison",
+    "index_select": "data movement",
+    "gather": "data movement",
 }
 
 # Differentiable ops that no finite-difference case can check, and why.

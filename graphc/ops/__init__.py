@@ -6,6 +6,7 @@ from graphc.ops import (  # noqa: E402, F401
     creation,
     distributed,
     elementwise,
+    index,
     linalg,
     loss,
     nn,

@@ -291,3 +291,34 @@ defop(
     flops=lambda out, x, **a: x.numel,
     vjp=NoGrad("argmax has integer results"),
 )
+
+
+# ---- cumulative sum -----------------------------------------------------------------------
+
+
+def _cumsum_rule(x: TensorType, axis: int, reverse: bool) -> TensorType:
+    if not 0 <= axis < x.rank:
+        raise ShapeError(f"cumsum: axis {axis} is out of range for {x}")
+    if x.dtype == dtypes.bool_:
+        raise ShapeError(f"cumsum: cast bool tensors to a number type first, got {x}")
+    return x
+
+
+def _cumsum_ref(x, axis, reverse):
+    if reverse:
+        return np.flip(np.cumsum(np.flip(x, axis), axis=axis, dtype=x.dtype), axis).copy()
+    return np.cumsum(x, axis=axis, dtype=x.dtype)
+
+
+defop(
+    "cumsum",
+    type_rule=_cumsum_rule,
+    ref=_cumsum_ref,
+    arity=1,
+    attrs={"axis": 0, "reverse": False},
+    traits=("scan",),
+    flops=lambda out, x, **a: x.numel,
+    # each output sums a prefix, so each input feeds the suffix from its own position on
+    vjp=lambda b, g, out, x, axis, reverse: (b.cumsum(g, axis=axis, reverse=not reverse),),
+    doc="running sums along axis, in order (from the end when reverse)",
+)
