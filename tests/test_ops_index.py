@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from op_cases import (
-    CASES,
     ALL_CASES,
+    CASES,
     check_rule_and_ref,
     check_vjp,
     differentiable_cases,
