@@ -6,6 +6,7 @@ optimised and run as one compiled call per training step.
 """
 
 from graphc import dtypes
+from graphc.contraction import addmm, baddbmm, bmm, einsum
 from graphc.device import cuda, device
 from graphc.dispatch import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from graphc.dtypes import bool_ as bool  # noqa: A001  (torch.bool)
@@ -86,6 +87,17 @@ from graphc.functions import (
     xlogy,
     zeros,
     zeros_like,
+)
+from graphc.indexing import (
+    cumsum,
+    gather,
+    index_add,
+    index_select,
+    masked_fill,
+    scatter_add,
+    take_along_dim,
+    tril,
+    triu,
 )
 from graphc.random import default_generator, manual_seed
 from graphc.splitting import chunk, narrow, split, unbind

@@ -18,6 +18,11 @@ END = "<!-- /supported -->"
 # Where an nn class is defined says what kind of thing it is.
 NN_KINDS = {
     "graphc.nn.layers": "`nn` layers",
+    "graphc.nn.embedding": "`nn` layers",
+    "graphc.nn.layernorm": "`nn` layers",
+    "graphc.nn.attention": "`nn` layers",
+    "graphc.nn.transformer": "`nn` layers",
+    "graphc.nn.rnn": "`nn` layers",
     "graphc.nn.activation": "`nn` activations",
     "graphc.nn.loss": "`nn` losses",
     "graphc.nn.container": "`nn` containers",
@@ -28,9 +33,12 @@ NN_KINDS = {
 FUNCTION_MODULES = (
     "graphc.functions",
     "graphc.splitting",
+    "graphc.indexing",
+    "graphc.contraction",
     "graphc.nn.functional",
     "graphc.nn.functional_activation",
     "graphc.nn.functional_loss",
+    "graphc.nn.functional_sequence",
 )
 
 

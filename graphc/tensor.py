@@ -341,6 +341,26 @@ class Tensor:
     def clone(self) -> Tensor:
         return F.clone(self)
 
+    def __deepcopy__(self, memo: dict) -> Tensor:
+        """copy.deepcopy: a leaf (a parameter, data) with its own copy of the values and of
+        its .grad, as in PyTorch (nn.TransformerEncoder deep-copies its layer this way)."""
+        import copy
+
+        self._check_eager()
+        if self._node is not None:
+            raise GraphcError(
+                "only tensors created explicitly by the user (graph leaves) support deepcopy; "
+                "detach() it first"
+            )
+        new = object.__new__(type(self))
+        memo[id(self)] = new
+        new._init(self._data.copy(), None, None)
+        new._requires_grad = self._requires_grad
+        if self._grad is not None:
+            new._grad = copy.deepcopy(self._grad, memo)
+        new.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return new
+
     # ---- in-place updates ----------------------------------------------------------------
 
     def _inplace(self, value: Tensor) -> Tensor:

@@ -1,6 +1,6 @@
 """graphc.nn: modules, layers and losses with PyTorch's names and semantics."""
 
-from graphc.nn import functional, init
+from graphc.nn import functional, init, utils
 from graphc.nn.activation import (
     ELU,
     GELU,
@@ -19,7 +19,10 @@ from graphc.nn.activation import (
     Softplus,
     Tanh,
 )
+from graphc.nn.attention import MultiheadAttention
 from graphc.nn.container import ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential
+from graphc.nn.embedding import Embedding
+from graphc.nn.layernorm import LayerNorm
 from graphc.nn.layers import (
     AdaptiveAvgPool2d,
     AvgPool2d,
@@ -45,10 +48,13 @@ from graphc.nn.loss import (
 )
 from graphc.nn.module import Module
 from graphc.nn.parameter import Parameter
+from graphc.nn.rnn import GRU, LSTM, GRUCell, LSTMCell
+from graphc.nn.transformer import TransformerEncoder, TransformerEncoderLayer
 
 __all__ = [
     "functional",
     "init",
+    "utils",
     "Module",
     "Parameter",
     "Sequential",
@@ -82,6 +88,15 @@ __all__ = [
     "Dropout",
     "BatchNorm1d",
     "BatchNorm2d",
+    "Embedding",
+    "LayerNorm",
+    "MultiheadAttention",
+    "TransformerEncoderLayer",
+    "TransformerEncoder",
+    "LSTM",
+    "GRU",
+    "LSTMCell",
+    "GRUCell",
     "CrossEntropyLoss",
     "NLLLoss",
     "MSELoss",

@@ -38,6 +38,12 @@ from graphc.nn.functional_loss import (  # noqa: F401  (re-exported)
     nll_loss,
     smooth_l1_loss,
 )
+from graphc.nn.functional_sequence import (  # noqa: F401  (re-exported)
+    embedding,
+    layer_norm,
+    multi_head_attention_forward,
+    scaled_dot_product_attention,
+)
 from graphc.tensor import Tensor
 
 apply = dispatch.apply

@@ -1,0 +1,5 @@
+"""nn.utils: gradient clipping (clip_grad_norm_, clip_grad_value_), as torch.nn.utils."""
+
+from graphc.nn.utils.clip_grad import clip_grad_norm_, clip_grad_value_, get_total_norm
+
+__all__ = ["clip_grad_norm_", "clip_grad_value_", "get_total_norm"]
