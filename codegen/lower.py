@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from llvmlite import ir
 
-from graphc.codegen import collective, index, loop, misc, pool, pool_tiled, rows
+from graphc.codegen import collective, index, loop, misc, pool, pool_tiled, rows, scan
 from graphc.codegen.backend import ENTRY
 from graphc.codegen.emit import Spec
 from graphc.codegen.irutil import FunctionPointer, entry_alloca, i64
@@ -210,12 +210,14 @@ def lower(
     codes: dict[str, KernelModule] = {}
     specs = []
     done, to_emit = 0, len(emitted)
-    for k in schedule.kernels:
-        code = shared.codes[k.name]
+
+    def call(k: Kernel, code: KernelCode, stored, storage, tiles: Tiles | None) -> Spec:
+        """The call of kernel k's code: emitted now into its bundle, or known already."""
+        nonlocal done
         km = codes.get(code.symbol)
         if km is None and code.digest in emitted:
             e = emitted[code.digest]
-            km = _emit_code(k, code, stored, storage, target, tiles.kernels.get(k.name), e.module)
+            km = _emit_code(k, code, stored, storage, target, tiles, e.module)
             e.codes.append(km)
             done += 1
             if progress is not None:
@@ -230,7 +232,13 @@ def lower(
                 fn_type = ir.FunctionType(ir.VoidType(), [PTR] * len(km.roles) + [I64, I64])
             ir.Function(module, fn_type, km.symbol)  # defined in its bundle's object
         km.users.append(k.name)
-        specs.append(km.spec(code))
+        return km.spec(code)
+
+    for k in schedule.kernels:
+        if k.kind == "scan":  # a loop in the entry over its body's kernels
+            specs.append(scan.lower_scan(k, graph, tiles, storage, call, target))
+            continue
+        specs.append(call(k, shared.codes[k.name], stored, storage, tiles.kernels.get(k.name)))
     _emit_entry(module, graph, plan, specs, storage, target, profile, fault)
     bundles = list({id(e): e for e in emitted.values()}.values())
     return Lowered(module, specs, list(schedule.kernels), codes, bundles)
@@ -369,14 +377,13 @@ def _emit_entry(
         return pointers[key]
 
     for ki, spec in enumerate(specs):
-        callee = module.get_global(spec.name)
-        ptrs = [pointer(a) for a in spec.args]
         start = clock(b) if profile else None
-        if kernels[ki].name in parallel and spec.parallel_extent > 1 and not spec.status:
+        if isinstance(spec, scan.ScanSpec):  # reports bad data itself, from inside the loop
+            scratch = plan.scratch.get(kernels[ki].name, (0, 0))[0]
+            spec.emit(b, pointer, arena, threads, scratch, ki)
             rc = None
-            _parallel_call(b, threads, _thunk(module, callee, len(ptrs)), ptrs, spec)
         else:
-            rc = b.call(callee, ptrs + [i64(0), i64(spec.parallel_extent)])
+            rc = call_kernel(b, spec, pointer, threads, kernels[ki].name in parallel)
         if profile:
             slot = b.gep(fn.args[3], [i64(ki)], inbounds=True, source_etype=I64)
             b.store(b.add(b.load(slot, typ=I64), b.sub(clock(b), start)), slot)
@@ -388,6 +395,20 @@ def _emit_entry(
             _corrupt(b, pointer(spec.args[0]), graph.meta["schedule"].kernels[ki].outputs[0])
     b.ret(ir.Constant(I32, 0))
     _set_attrs(fn, target)
+
+
+def call_kernel(
+    b: ir.IRBuilder, spec: Spec, pointer: Callable, threads: ir.Value, parallel: bool
+) -> ir.Value | None:
+    """Calls an emitted kernel over all its units, through the worker pool when `parallel`;
+    returns its status (None if it reports none)."""
+    module = b.module
+    callee = module.get_global(spec.name)
+    ptrs = [pointer(a) for a in spec.args]
+    if parallel and spec.parallel_extent > 1 and not spec.status:
+        _parallel_call(b, threads, _thunk(module, callee, len(ptrs)), ptrs, spec)
+        return None
+    return b.call(callee, ptrs + [i64(0), i64(spec.parallel_extent)])
 
 
 def _thunk(module: ir.Module, kernel: ir.Function, n_ptrs: int) -> ir.Function:

@@ -105,6 +105,30 @@ class ConstArray:
         return f"<{a.dtype}{list(a.shape)} sha256:{self._digest[:10]}>"
 
 
+class Body:
+    """A graph held as an attribute (the step of a `scan`): hashed, compared and named by its
+    printed structure (ops, attributes, types, wiring; not source locations), so two loops
+    with the same step are one value to CSE, kernel sharing and the compile caches."""
+
+    __slots__ = ("graph", "_digest")
+
+    def __init__(self, graph: Graph) -> None:
+        from graphc.printer import format_graph
+
+        self.graph = graph
+        text = format_graph(graph, locations=False, meta=False)
+        self._digest = hashlib.sha256(text.encode()).hexdigest()
+
+    def __hash__(self) -> int:
+        return hash(self._digest)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Body) and other._digest == self._digest
+
+    def __repr__(self) -> str:
+        return f"body#{self._digest[:12]}"
+
+
 def freeze_attr(value: Any) -> Any:
     """Attribute values must be hashable and immutable; lists become tuples, arrays ConstArray."""
     if isinstance(value, np.ndarray):
@@ -117,7 +141,7 @@ def freeze_attr(value: Any) -> Any:
         return float(value)
     if isinstance(value, np.bool_):
         return bool(value)
-    if value is None or isinstance(value, (int, float, str, bool, DType, ConstArray)):
+    if value is None or isinstance(value, (int, float, str, bool, DType, ConstArray, Body)):
         return value
     raise TypeError(f"attribute value {value!r} of type {type(value).__name__} is not allowed")
 

@@ -53,11 +53,68 @@ def scan(
     reverse: bool = False,
     unroll: bool = False,
 ) -> tuple[Any, Any]:
-    """Runs fn over the steps; `unroll=True` traces every step into the graph instead of
-    one loop node (the reference the loop is tested against)."""
+    """Runs fn over the steps as one `scan` node, whatever the number of steps: the step is
+    traced once. `unroll=True` traces every step into the graph instead (the reference the
+    loop is tested against)."""
     x_leaves, x_def = _leaves(xs, "xs")
     steps = _length(x_leaves, length)
-    return _unrolled(fn, init, x_leaves, x_def, steps, reverse)
+    if unroll:
+        return _unrolled(fn, init, x_leaves, x_def, steps, reverse)
+    return _loop(fn, init, x_leaves, x_def, steps, reverse)
+
+
+def _loop(fn, init, x_leaves, x_def, steps: int, reverse: bool):
+    from graphc.frontend.body import trace_body
+    from graphc.ir import Body
+    from graphc.ops.scan import segments
+    from graphc.ops.scan_vjp import plan_saved, with_saved
+    from graphc.passes.dce import eliminate_dead_code
+
+    carries, c_def = _leaves(init, "init")
+    y_defs: list[Any] = []
+
+    def step(cs: list[Tensor], xs: list[Tensor]):
+        new, y = fn(unflatten(c_def, cs), unflatten(x_def, xs))
+        new_leaves, new_def = _leaves(new, "the carry fn returns")
+        if new_def != c_def:
+            raise dispatch.user_error(
+                ShapeError, "scan: fn must return a carry of the same structure as init"
+            )
+        for before, after in zip(cs, new_leaves, strict=True):
+            if before._type() != after._type():
+                raise dispatch.user_error(
+                    ShapeError,
+                    f"scan: fn returned a carry of type {after._type()} for one of type "
+                    f"{before._type()}; a carry keeps its shape and dtype from step to step",
+                )
+        y_leaves, y_def = ([], None) if y is None else _leaves(y, "the y fn returns")
+        y_defs.append(y_def)
+        return new_leaves, y_leaves
+
+    x_types = [x._type().with_shape(tuple(x.shape[1:])) for x in x_leaves]
+    body, consts, ny = trace_body(step, [c._type() for c in carries], x_types)
+    body = eliminate_dead_code(body)
+    nc, nx = len(carries), len(x_leaves)
+    inputs = carries + x_leaves + consts
+    if dispatch.is_grad_enabled() and any(t.requires_grad for t in inputs):
+        # save what the gradient's reverse loop reads, rather than run this loop twice
+        body = with_saved(body, nc, ny, plan_saved(body, nc, nx, ny))
+    packed = dispatch.apply(
+        "scan",
+        inputs,
+        body=Body(body),
+        num_carry=nc,
+        num_xs=nx,
+        num_ys=ny,
+        length=steps,
+        reverse=reverse,
+    )
+    parts = []
+    for s in segments(body, nc, steps)[: nc + ny]:
+        piece = dispatch.apply("slice", (packed,), axis=0, start=s.offset, stop=s.offset + s.size)
+        parts.append(G.reshape(piece, s.shape))
+    carry = unflatten(c_def, parts[:nc])
+    return carry, (unflatten(y_defs[0], parts[nc:]) if y_defs[0] is not None else None)
 
 
 def _unrolled(fn, init, x_leaves, x_def, steps: int, reverse: bool):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from graphc.ir import Graph, Node
+from graphc.ir import Body, Graph, Node
 
 
 def value_names(graph: Graph) -> dict[Node, str]:
@@ -68,6 +68,10 @@ def format_node(
         notes.append(str(node.loc))
     if notes:
         line = f"{line}  # {'; '.join(notes)}"
+    for value in node.attrs.values():  # a loop's step graph, printed in place, indented
+        if isinstance(value, Body):
+            inner = format_graph(value.graph, locations, meta=False)
+            line += "".join(f"\n    {text}" for text in inner.splitlines())
     return line
 
 

@@ -7,6 +7,7 @@ traced graph
   -> cse             one node per distinct computation
   -> dce             nothing that no output needs
   -> schedule_collectives  all-reduces started early, waited for late (overlap)
+  -> plan_scans      each loop's step graph through this pipeline of its own
   -> fuse            nodes grouped into kernels, every merge taken or rejected with its reason
   -> plan_memory     one arena, buffers reused by liveness, state updated in place
   -> plan_tiles      each convolution's and matmul's register tile, from cost models
@@ -30,6 +31,7 @@ from graphc.passes.fold import fold_constants
 from graphc.passes.fuse import fuse
 from graphc.passes.memory import plan_memory
 from graphc.passes.parallel import plan_parallel
+from graphc.passes.scan import plan_scans
 from graphc.passes.share import share_kernels
 from graphc.passes.tiles import plan_tiles
 from graphc.verify import verify
@@ -43,6 +45,7 @@ PIPELINE: list[tuple[str, Pass]] = [
     ("cse", eliminate_common_subexpressions),
     ("dce", eliminate_dead_code),
     ("schedule_collectives", schedule_collectives),
+    ("plan_scans", plan_scans),
     ("fuse", fuse),
     ("plan_memory", plan_memory),
     ("plan_tiles", plan_tiles),

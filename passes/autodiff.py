@@ -59,10 +59,27 @@ def backward(
     A `wrt` of None (not yet defined when the loss was computed) gets zeros of its type.
     """
     start = len(b.nodes)
-    active = _active(b.nodes, loss, [w for w in wrts if w is not None])
     saved_loc = b.loc
     b.loc = loss.loc
-    ct: dict[Node, Node] = {loss: seed if seed is not None else b.full_like(loss, 1.0)}
+    seeds = {loss: seed if seed is not None else b.full_like(loss, 1.0)}
+    grads = _sweep(b, start, seeds, wrts, wrt_types, loss.loc)
+    b.loc = saved_loc
+    _drop_unused(b, start, grads)
+    return grads
+
+
+def backward_from(b: GraphBuilder, seeds: dict[Node, Node], wrts: list[Node]) -> list[Node]:
+    """Gradients of sum_k <out_k, seeds[out_k]> with respect to each of `wrts`: the VJP of
+    several outputs at once (a loop body's new carries and per-step outputs)."""
+    start = len(b.nodes)
+    grads = _sweep(b, start, dict(seeds), wrts, None, b.loc)
+    _drop_unused(b, start, grads)
+    return grads
+
+
+def _sweep(b: GraphBuilder, start: int, ct: dict[Node, Node], wrts, wrt_types, loc) -> list[Node]:
+    """The reverse sweep from the seeded cotangents `ct` over the nodes before `start`."""
+    active = _active(b.nodes, list(ct), [w for w in wrts if w is not None])
     for node in reversed([n for n in b.nodes[:start] if n in active]):
         g = ct.get(node)
         if g is None or node.is_input:
@@ -87,21 +104,19 @@ def backward(
                     f"VJP of {node.op} gave a {c.type} cotangent for a {inp.type} input"
                 )
             ct[inp] = b.add(ct[inp], c) if inp in ct else c
-    b.loc = loss.loc
+    b.loc = loc
     types = wrt_types or [w.type for w in wrts]
     grads = []
     for w, t in zip(wrts, types, strict=True):
         g = ct.get(w) if w is not None else None
         grads.append(g if g is not None else b.full(0.0, t.shape, t.dtype))
-    b.loc = saved_loc
-    _drop_unused(b, start, grads)
     return grads
 
 
-def _active(nodes: list[Node], loss: Node, wrts: list[Node]) -> set[Node]:
-    """Floating-point nodes on some path from a wrt to the loss."""
+def _active(nodes: list[Node], losses: list[Node], wrts: list[Node]) -> set[Node]:
+    """Floating-point nodes on some path from a wrt to a loss."""
     ancestors: set[Node] = set()
-    stack = [loss]
+    stack = list(losses)
     while stack:
         n = stack.pop()
         if n not in ancestors:

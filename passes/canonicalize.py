@@ -67,6 +67,76 @@ def neutral_element(b: GraphBuilder, node: Node, ins: tuple[Node, ...]) -> Node 
     return None
 
 
+def identity_pad_slice(b: GraphBuilder, node: Node, ins: tuple[Node, ...]) -> Node | None:
+    # pad_slice(x, shape=x.shape) -> x   (nothing to pad)
+    if node.op == "pad_slice" and ins[0].type == node.type:
+        return ins[0]
+    return None
+
+
+def slice_of_padding(b: GraphBuilder, node: Node, ins: tuple[Node, ...]) -> Node | None:
+    # slice(pad_slice(x)) -> x, a slice of x, or zeros   (the part asked for is x's or padding)
+    # slice(add(pad_slice(x), pad_slice(y))) -> add(slice(..), slice(..))
+    # (a loop's gradient is its packed results' cotangents padded and added: each part of
+    # the loop's gradient reads back the one piece it needs)
+    if node.op != "slice" or node.attrs["step"] != 1 or ins[0].op not in ("pad_slice", "add"):
+        return None
+    a = node.attrs
+    stop = ins[0].shape[a["axis"]] if a["stop"] is None else a["stop"]
+    return _slice_through(b, ins[0], a["axis"], a["start"], stop, depth=8)
+
+
+def _slice_through(b: GraphBuilder, x: Node, axis: int, lo: int, hi: int, depth: int):
+    """x[lo:hi] along axis, built from what x is made of, or None if that is no simpler."""
+    shape = list(x.shape)
+    shape[axis] = hi - lo
+    if x.op == "full":
+        return b.full(x.attrs["value"], shape, x.dtype)
+    if depth == 0:
+        return None
+    if x.op == "pad_slice" and x.attrs["axis"] == axis and x.attrs["step"] == 1:
+        inner = x.inputs[0]
+        start, n = x.attrs["start"], inner.shape[axis]
+        if hi <= start or lo >= start + n:
+            return b.full(0.0 if x.dtype.is_floating_point else 0, shape, x.dtype)
+        if start <= lo and hi <= start + n:
+            if (lo - start, hi - start) == (0, n):
+                return inner
+            return b.slice(inner, axis=axis, start=lo - start, stop=hi - start, step=1)
+        return None
+    if x.op == "add":
+        parts = [_slice_through(b, i, axis, lo, hi, depth - 1) for i in x.inputs]
+        if any(p is None for p in parts):
+            return None
+        live = [p for p in parts if not (p.op == "full" and p.attrs["value"] == 0)]
+        if len(live) == 1:
+            return live[0]
+        return b.add(*parts) if len(live) == 2 else parts[0]
+    return None
+
+
+def adjacent_pad_slices(b: GraphBuilder, node: Node, ins: tuple[Node, ...]) -> Node | None:
+    # pad_slice(x, start=s) + pad_slice(y, start=s + len(x)) -> pad_slice(concat(x, y), start=s)
+    # (the gradient of chunk: the gates of a recurrent cell come back as one concat)
+    if node.op != "add" or not all(i.op == "pad_slice" for i in ins):
+        return None
+    p, q = ins
+    pa, qa = p.attrs, q.attrs
+    if pa["axis"] != qa["axis"] or pa["step"] != 1 or qa["step"] != 1:
+        return None
+    axis = pa["axis"]
+    if qa["start"] == pa["start"] + p.inputs[0].shape[axis]:
+        first, second, start = p, q, pa["start"]
+    elif pa["start"] == qa["start"] + q.inputs[0].shape[axis]:
+        first, second, start = q, p, qa["start"]
+    else:
+        return None
+    joined = b.concat(first.inputs[0], second.inputs[0], axis=axis)
+    if joined.type == node.type:
+        return joined
+    return b.pad_slice(joined, shape=node.shape, axis=axis, start=start, step=1)
+
+
 def double_negation(b: GraphBuilder, node: Node, ins: tuple[Node, ...]) -> Node | None:
     # neg(neg(x)) -> x
     if node.op == "neg" and ins[0].op == "neg":
@@ -82,6 +152,9 @@ RULES = (
     broadcast_of_full,
     neutral_element,
     double_negation,
+    identity_pad_slice,
+    slice_of_padding,
+    adjacent_pad_slices,
 )
 
 

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from graphc.ir import Graph, Node
 from graphc.passes.schedule import INLINE_OPS, Kernel, Schedule
@@ -38,6 +38,8 @@ class MemoryPlan:
     buffers: Mapping[Node, Buffer]
     arena_bytes: int
     unplanned_bytes: int  # what one buffer per value would take
+    # kernel name -> (offset, bytes): memory a kernel uses only while it runs (a loop's step)
+    scratch: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
     def storage(self, node: Node) -> Buffer:
         """The buffer that actually holds node's bytes (following aliases)."""
@@ -60,6 +62,8 @@ class MemoryPlan:
                 "inplace": f"in place over {names.get(b.base, b.base)}",
             }[b.kind]
             lines.append(f"{names.get(n, n.op)} {n.type}: {where}, live k{b.live[0]}..k{b.live[1]}")
+        for name, (offset, size) in self.scratch.items():
+            lines.append(f"{name} scratch: arena[{offset}:{offset + size}], live while it runs")
         return "\n".join(lines)
 
 
@@ -110,6 +114,8 @@ def _plan(graph: Graph, schedule: Schedule, reuse: bool = True) -> MemoryPlan:
     dying: dict[int, list[Node]] = {}
     for v, ki in sorted(defined.items(), key=lambda kv: kv[1]):
         dying.setdefault(max(last_read.get(v, ki), ki), []).append(v)
+    scratch: dict[str, tuple[int, int]] = {}
+    needs = _scratch_needs(graph)
     for ki, k in enumerate(kernels):
         for o in k.outputs:
             live = (ki, max(last_read.get(o, ki), ki))
@@ -120,6 +126,11 @@ def _plan(graph: Graph, schedule: Schedule, reuse: bool = True) -> MemoryPlan:
             unplanned += size
             offset, free, top = _take(free, top, size)
             buffers[o] = Buffer(o, "arena", o.type.nbytes, offset, live=live)
+        if needs.get(k.root):  # taken after the outputs, given back right after the kernel
+            size = _round(needs[k.root])
+            offset, free, top = _take(free, top, size)
+            scratch[k.name] = (offset, size)
+            free = _give(free, offset, size) if reuse else free
         for v in dying.get(ki, ()):  # released after the kernel that reads them last
             b = buffers.get(v)
             if reuse and b is not None and b.kind == "arena":
@@ -133,7 +144,17 @@ def _plan(graph: Graph, schedule: Schedule, reuse: bool = True) -> MemoryPlan:
     for o in graph.outputs:
         if o not in buffers and o.op == "reshape":
             buffers[o] = Buffer(o, "alias", o.type.nbytes, base=alias_of(o, stored))
-    return MemoryPlan(buffers, top, unplanned)
+    return MemoryPlan(buffers, top, unplanned, scratch)
+
+
+def _scratch_needs(graph: Graph) -> dict[Node, int]:
+    """Bytes of scratch each kernel root needs while it runs (a loop: one step's memory)."""
+    scans = graph.meta.get("scans")
+    if scans is None:
+        return {}
+    from graphc.passes.scan import scratch_bytes
+
+    return {node: scratch_bytes(body) for node, body in scans.bodies.items()}
 
 
 def _reads(k: Kernel, stored: set[Node]) -> list[Node]:

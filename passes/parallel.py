@@ -34,6 +34,7 @@ SERIAL_KINDS = {
     "gather": "checks its indices and reports bad data, which a worker cannot return",
     "all_reduce_start": "a collective: one MPI call per step, from the calling thread",
     "all_reduce_wait": "a collective: one MPI call per step, from the calling thread",
+    "scan": "a loop whose steps run in order; its body's kernels are planned on their own",
 }
 
 

@@ -74,7 +74,7 @@ class SharePlan:
         lines = [f"{len(self.codes)} kernels, {self.distinct} distinct"]
         for name, code in self.codes.items():
             first = self.first[code.digest]
-            if first != name:
+            if first != name and not name.startswith(f"{first}/"):  # (a loop runs its body's)
                 lines.append(f"{name}: same code as {first}")
         return "\n".join(lines)
 
@@ -90,11 +90,30 @@ def share_plan(graph: Graph, tiles: TilePlan | None) -> SharePlan:
     codes: dict[str, KernelCode] = {}
     first: dict[str, str] = {}
     for k in schedule.kernels:
+        if k.kind == "scan":  # no code of its own: its body's kernels, called once a step
+            _, body = body_plans(graph.meta["scans"].bodies[k.root], tiles)
+            for name, code in body.codes.items():
+                codes[f"{k.name}/{name}"] = code
+                first.setdefault(code.digest, k.name)
+            continue
         t = tiles.kernels.get(k.name) if tiles is not None else None
         code = kernel_code(k, plan, stored, t)
         codes[k.name] = code
         first.setdefault(code.digest, k.name)
     return SharePlan(codes, first, plan, tiles)
+
+
+def body_plans(body: Graph, tiles: TilePlan | None) -> tuple[TilePlan | None, SharePlan]:
+    """The tile plan and code sharing of a loop's planned body, for the vectors the step's
+    own tile plan is for (codegen follows exactly these)."""
+    from graphc.passes.tiles import tile_plan
+
+    body_tiles = None
+    if tiles is not None:
+        body_tiles = body.meta.get("tiles")
+        if body_tiles is None or not body_tiles.fits(body, tiles.vectors):
+            body_tiles = tile_plan(body, tiles.vectors)
+    return body_tiles, share_plan(body, body_tiles)
 
 
 def kernel_code(k: Kernel, plan: MemoryPlan, stored: set[Node], tiles: Tiles | None) -> KernelCode:

@@ -10,6 +10,7 @@ from graphc.ops import (  # noqa: E402, F401
     linalg,
     loss,
     nn,
+    scan,
     shape,
 )
 from graphc.ops.registry import OPS, REQUIRED, NoGrad, Op, defop, get_op
