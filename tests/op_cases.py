@@ -585,6 +585,62 @@ def _collective_cases() -> list[OpCase]:
     ]
 
 
+def _rnn_body(hidden: int, batch: int, saved: bool = False):
+    """A tanh RNN step: h' = tanh(h @ w + x); y = h' * h (carries and outputs interact)."""
+    from graphc.ir import Body
+    from graphc.ops.scan_vjp import plan_saved, with_saved
+
+    b = GraphBuilder("body")
+    h = b.add_input("c0", TensorType((batch, hidden), F64), "carry")
+    x = b.add_input("x0", TensorType((batch, hidden), F64), "x")
+    w = b.add_input("k0", TensorType((hidden, hidden), F64), "const")
+    new = b.tanh(b.add(b.matmul(h, w), x))
+    body = b.build([new, b.mul(new, h)], ["carry0", "y0"])
+    if saved:
+        body = with_saved(body, 1, 1, plan_saved(body, 1, 1, 1))
+    return Body(body)
+
+
+def _swap_body(n: int):
+    """Two carries that trade places each step, scaled by the step's x: staged copies."""
+    from graphc.ir import Body
+
+    b = GraphBuilder("body")
+    a = b.add_input("c0", TensorType((n,), F64), "carry")
+    c = b.add_input("c1", TensorType((n,), F64), "carry")
+    x = b.add_input("x0", TensorType((n,), F64), "x")
+    body = b.build([c, b.mul(a, x), b.add(a, c)], ["carry0", "carry1", "y0"])
+    return Body(body)
+
+
+def _scan_cases() -> list[OpCase]:
+    steps = dict(num_carry=1, num_xs=1, num_ys=1)
+    return [
+        case("scan", f64(2, 3), f64(5, 2, 3), f64(3, 3), body=_rnn_body(3, 2), length=5, **steps),
+        case(
+            "scan",
+            f64(2, 3),
+            f64(4, 2, 3),
+            f64(3, 3),
+            body=_rnn_body(3, 2, saved=True),
+            length=4,
+            reverse=True,
+            **steps,
+        ),
+        case(
+            "scan",
+            f64(5),
+            f64(5),
+            f64(3, 5),
+            body=_swap_body(5),
+            length=3,
+            num_carry=2,
+            num_xs=1,
+            num_ys=1,
+        ),
+    ]
+
+
 CASES: dict[str, list[OpCase]] = {
     "elementwise": _elementwise_cases(),
     "shape": _shape_cases(),
@@ -597,6 +653,7 @@ CASES: dict[str, list[OpCase]] = {
     "loss": _loss_cases(),
     "creation": _creation_cases(),
     "collective": _collective_cases(),
+    "scan": _scan_cases(),
 }
 ALL_CASES: list[OpCase] = [c for cs in CASES.values() for c in cs]
 

@@ -159,5 +159,5 @@ def unpack(b, node, parts: range | None = None) -> list:
     for k in parts if parts is not None else range(len(segs)):
         s = segs[k]
         piece = b.slice(node, axis=0, start=s.offset, stop=s.offset + s.size, step=1)
-        out.append(b.reshape(piece, shape=s.shape))
+        out.append(piece if piece.shape == s.shape else b.reshape(piece, shape=s.shape))
     return out

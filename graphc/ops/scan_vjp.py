@@ -40,7 +40,12 @@ class ReverseBody:
     reads: list[Node] = field(default_factory=list)  # forward values its VJP part reads
 
 
-def reverse_body(body: Graph, nc: int, nx: int, ny: int, saved: list[Node]) -> ReverseBody:
+def reverse_body(
+    body: Graph, nc: int, nx: int, ny: int, saved: list[Node], seeded: list[int] | None = None
+) -> ReverseBody:
+    """`seeded`: the per-step outputs (indices into body.outputs, after the carries) whose
+    cotangents the reverse loop reads (default: the ys); the others' are zero."""
+    seeded = list(range(nc, nc + ny)) if seeded is None else seeded
     from graphc.passes.autodiff import backward_from
     from graphc.passes.dce import eliminate_dead_code
 
@@ -68,7 +73,7 @@ def reverse_body(body: Graph, nc: int, nx: int, ny: int, saved: list[Node]) -> R
     saved_in = {
         n: step_input(n, f"s{s}", ("saved", s)) for s, n in enumerate(saved) if not n.is_input
     }
-    ct_y = [step_input(o, f"g{j}", ("ct_y", j)) for j, o in enumerate(body.outputs[nc : nc + ny])]
+    ct_y = [step_input(body.outputs[k], f"g{k - nc}", ("ct_y", k - nc)) for k in seeded]
     k_in = [b.add_input(f"k{k}", c.type, "const") for k, c in enumerate(consts)]
     env.update(zip(consts, k_in, strict=True))
     # The whole forward step is copied, so the sweep below sees every path from the inputs
@@ -81,7 +86,8 @@ def reverse_body(body: Graph, nc: int, nx: int, ny: int, saved: list[Node]) -> R
         copies[env[n]] = n
 
     seeds: dict[Node, Node] = {}
-    for o, g in zip(body.outputs[: nc + ny], ct_c + ct_y, strict=True):
+    seeded_outputs = [body.outputs[k] for k in list(range(nc)) + seeded]
+    for o, g in zip(seeded_outputs, ct_c + ct_y, strict=True):
         o = env[o]
         seeds[o] = b.add(seeds[o], g) if o in seeds else g
     float_xs = [j for j, x in enumerate(xs) if x.dtype.is_floating_point]
@@ -147,24 +153,39 @@ def with_saved(body: Graph, nc: int, ny: int, saved: list[Node]) -> Graph:
 def scan_vjp(b, g, out, inputs, body, num_carry, num_xs, num_ys, length, reverse):
     nc, nx, ny = num_carry, num_xs, num_ys
     fwd = body.graph
+    segs = segments(fwd, nc, length)
+
+    def cotangent(k: int) -> Node | None:
+        """The cotangent of body output k's part of the packed result; None if it is zero
+        (a part nobody reads, as the saved values usually are)."""
+        from graphc.passes.canonicalize import _slice_through
+
+        s = segs[k]
+        piece = _slice_through(b, g, 0, s.offset, s.offset + s.size, depth=8)
+        if piece is not None and piece.op == "full" and piece.attrs["value"] == 0:
+            return None
+        if piece is None:
+            piece = b.slice(g, axis=0, start=s.offset, stop=s.offset + s.size, step=1)
+        return b.reshape(piece, shape=s.shape)
+
+    outputs = {k: cotangent(k) for k in range(nc, len(fwd.outputs))}
+    seeded = [k for k, c in outputs.items() if c is not None]
     saved = list(fwd.outputs[nc + ny :])
-    rev = reverse_body(fwd, nc, nx, ny, saved)
+    rev = reverse_body(fwd, nc, nx, ny, saved, seeded)
     if rev.missing:  # run the forward loop again, saving what the reverse loop reads
         saved = plan_saved(fwd, nc, nx, ny)
         fwd = with_saved(fwd, nc, ny, saved)
         attrs = dict(num_carry=nc, num_xs=nx, num_ys=ny, length=length, reverse=reverse)
         out = b.scan(*inputs, body=Body(fwd), **attrs)
-        rev = reverse_body(fwd, nc, nx, ny, saved)
+        seeded = [k for k in seeded if k < nc + ny]  # the first loop's saved values are gone
+        rev = reverse_body(fwd, nc, nx, ny, saved, seeded)
     saved_values = unpack(b, out, range(nc + ny, nc + ny + len(saved)))
-    segs = segments(fwd, nc, length)
-
-    def cotangent(k: int) -> Node:
-        s = segs[k]
-        piece = b.slice(g, axis=0, start=s.offset, stop=s.offset + s.size, step=1)
-        return b.reshape(piece, shape=s.shape)
 
     consts = inputs[nc + nx :]
-    carries_in = [cotangent(i) for i in range(nc)]
+    carries_in = []
+    for i in range(nc):
+        c = cotangent(i)
+        carries_in.append(c if c is not None else b.full(0.0, fwd.outputs[i].shape, g.dtype))
     carries_in += [b.full(0.0, consts[k].shape, consts[k].dtype) for k in rev.acc]
     steps = []
     for kind, i in rev.sources:
@@ -173,7 +194,7 @@ def scan_vjp(b, g, out, inputs, body, num_carry, num_xs, num_ys, length, reverse
         elif kind == "saved":
             steps.append(saved_values[i])
         else:
-            steps.append(cotangent(nc + i))
+            steps.append(outputs[nc + i])
     n_carry, n_ys = len(carries_in), len(rev.grads_x)
     cts: list[Node | None] = [None] * len(inputs)
     if n_carry + n_ys == 0:
