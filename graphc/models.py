@@ -1,7 +1,13 @@
-"""Built-in models: the reference ConvNet of DESIGN §1 and the other benchmark networks."""
+"""Built-in models: the reference ConvNet of DESIGN §1, the other benchmark networks, and two
+text classifiers (token ids in, 0 the padding).
+
+The file uses only the API graphc shares with PyTorch, so `graphc bench` runs the same
+classes on PyTorch (graphc/bench/twin.py) and state_dicts move both ways.
+"""
 
 from __future__ import annotations
 
+import graphc
 import graphc.nn as nn
 import graphc.nn.functional as F
 
@@ -117,10 +123,113 @@ class ResNet20(ResNet):
         super().__init__(3, num_classes)
 
 
-MODELS = {"convnet": ConvNet, "lenet5": LeNet5, "mlp": MLP, "resnet20": ResNet20}
+# The built-in text task's vocabulary and classes (graphc.data.SyntheticText), the defaults
+# of the text models; `graphc train` passes other data's own.
+TEXT_VOCAB = 60
+TEXT_CLASSES = 4
+TEXT_LENGTH = 32
+
+
+class TextTransformer(nn.Module):
+    """A small Transformer encoder classifier: token and learned position embeddings, two
+    post-norm encoder layers (d_model 64, 4 heads, feed-forward 128, GELU), the mean over
+    the real (non-padding) tokens, a linear classifier. No dropout by default (the built-in
+    task needs none, and `graphc bench` checks the step against PyTorch's, whose random
+    masks are its own); dropout=0.1 is PyTorch's layer default."""
+
+    input_kind = "tokens"  # inputs are int64 token ids [N, L]; 0 is padding
+
+    def __init__(
+        self,
+        vocab_size: int = TEXT_VOCAB,
+        num_classes: int = TEXT_CLASSES,
+        max_len: int = 128,
+        d_model: int = 64,
+        nhead: int = 4,
+        num_layers: int = 2,
+        dim_feedforward: int = 128,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, d_model, padding_idx=0)
+        self.position = nn.Embedding(max_len, d_model)
+        layer = nn.TransformerEncoderLayer(
+            d_model, nhead, dim_feedforward, dropout, activation="gelu", batch_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.fc = nn.Linear(d_model, num_classes)
+
+    def forward(self, tokens):
+        pad = tokens == 0
+        x = self.embed(tokens) + self.position(graphc.arange(tokens.shape[1]))
+        x = self.encoder(x, src_key_padding_mask=pad)
+        keep = (~pad).unsqueeze(-1).float()
+        return self.fc((x * keep).sum(1) / keep.sum(1).clamp(min=1.0))
+
+
+class TextLSTM(nn.Module):
+    """An LSTM classifier: embeddings, a 2-layer LSTM (hidden 128), a linear classifier on
+    the last layer's final hidden state."""
+
+    input_kind = "tokens"
+
+    def __init__(
+        self,
+        vocab_size: int = TEXT_VOCAB,
+        num_classes: int = TEXT_CLASSES,
+        embed_dim: int = 64,
+        hidden_size: int = 128,
+        num_layers: int = 2,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
+        self.lstm = nn.LSTM(
+            embed_dim, hidden_size, num_layers=num_layers, batch_first=True, dropout=dropout
+        )
+        self.fc = nn.Linear(hidden_size, num_classes)
+
+    def forward(self, tokens):
+        out, (h, c) = self.lstm(self.embed(tokens))
+        return self.fc(h[-1])
+
+
+MODELS = {
+    "convnet": ConvNet,
+    "lenet5": LeNet5,
+    "mlp": MLP,
+    "resnet20": ResNet20,
+    "transformer": TextTransformer,
+    "lstm": TextLSTM,
+}
 INPUT_SHAPES = {
     "convnet": (3, 32, 32),
     "lenet5": (1, 28, 28),
     "mlp": (3, 32, 32),
     "resnet20": (3, 32, 32),
+    "transformer": (TEXT_LENGTH,),
+    "lstm": (TEXT_LENGTH,),
 }
+
+
+def takes_tokens(cls: type) -> bool:
+    """Whether a model class reads token ids (int64) rather than float tensors."""
+    return getattr(cls, "input_kind", None) == "tokens"
+
+
+def sample_inputs(cls: type, shape: tuple[int, ...], n: int, seed: int | None = None):
+    """n inputs a model of class `cls` accepts, as a numpy array: token ids for text models
+    (random in 1..vocab-1, or zeros without a seed), else float32 (normal, or zeros)."""
+    import inspect
+
+    import numpy as np
+
+    if takes_tokens(cls):
+        if seed is None:
+            return np.zeros((n, *shape), np.int64)
+        param = inspect.signature(cls).parameters.get("vocab_size")
+        vocab = param.default if param is not None else TEXT_VOCAB
+        return np.random.default_rng(seed).integers(1, vocab, (n, *shape)).astype(np.int64)
+    if seed is None:
+        return np.zeros((n, *shape), np.float32)
+    return np.random.default_rng(seed).standard_normal((n, *shape), dtype=np.float32)

@@ -61,7 +61,7 @@ def _prepare(req: dict) -> dict:
     _set_threads(w.threads)
     classes = wl.num_classes(cls, shape, w.seed)
     state = wl.initial_state(cls, twin, w.seed)
-    x, y = wl.make_batch(w.batch_size, shape, classes, w.seed)
+    x, y = wl.make_batch(w.batch_size, shape, classes, w.seed, cls)
     data = wl.WorkloadData(state, x, y, classes)
     wl.save(req["npz"], data)
 

@@ -144,7 +144,7 @@ class TorchContender(Contender):
         self.net = net
         self.torch = torch
         self.x, self.y = torch.from_numpy(data.x.copy()), torch.from_numpy(data.y.copy())
-        if float64:
+        if float64 and self.x.is_floating_point():  # (token ids stay integers)
             self.x = self.x.double()
         self.model = torch.compile(net) if compiled else net
         self.kind = w.kind

@@ -24,7 +24,7 @@ ANCHOR_DENSE_FLOPS_PER_IMAGE = {"convnet": 2 * 1_602_360}
 @dataclass
 class WorkloadData:
     state: dict[str, np.ndarray]  # the model's initial state_dict (PyTorch names and layouts)
-    x: np.ndarray  # float32 [batch, *input_shape]
+    x: np.ndarray  # float32 [batch, *input_shape] (token ids, int64, for a text model)
     y: np.ndarray  # int64 [batch] class labels
     num_classes: int
 
@@ -51,13 +51,14 @@ def input_shape(w: Workload) -> tuple[int, ...]:
 def num_classes(cls: type, shape: tuple[int, ...], seed: int) -> int:
     """Runs the graphc model eagerly on two zero samples and reads the logits' width."""
     import graphc
+    from graphc.models import sample_inputs
 
     graphc.manual_seed(seed)
     net = cls()
     net.eval()
     try:
         with graphc.no_grad():
-            out = net(graphc.from_numpy(np.zeros((2, *shape), np.float32)))
+            out = net(graphc.from_numpy(sample_inputs(cls, shape, 2)))
     except graphc.GraphcError as e:
         raise BenchError(f"the model does not accept samples of shape {list(shape)}: {e}") from None
     if not isinstance(out, graphc.Tensor) or out.ndim != 2 or out.shape[0] != 2:
@@ -81,10 +82,16 @@ def initial_state(cls: type, twin: type | None, seed: int) -> dict[str, np.ndarr
 
 
 def make_batch(
-    batch: int, shape: tuple[int, ...], classes: int, seed: int
+    batch: int, shape: tuple[int, ...], classes: int, seed: int, cls: type | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed batch: normal float32 inputs, or random token ids for a text model `cls`."""
+    from graphc.models import sample_inputs, takes_tokens
+
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((batch, *shape), dtype=np.float32)
+    if cls is not None and takes_tokens(cls):
+        x = sample_inputs(cls, shape, batch, seed)
+    else:
+        x = rng.standard_normal((batch, *shape), dtype=np.float32)
     y = rng.integers(0, classes, size=batch, dtype=np.int64)
     return x, y
 

@@ -15,6 +15,8 @@ examples:
   graphc train --epochs 10 --plot curves.png --log-json run.json
   graphc train --data cifar10:~/data --optimizer adam --workers 2
   graphc train --data mnist:~/data/mnist --model my_models.py:SmallNet
+  graphc train --model lstm                  # on the built-in text task
+  graphc train --model transformer --data text:~/data/reviews --seq-len 64
   graphc train --resume                      # after Ctrl-C, or to add epochs: --epochs 5
 
 A loss that becomes NaN or infinite stops the run at that step with exit status 1, naming
@@ -41,14 +43,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--model",
         default=_,
         metavar="NAME|FILE.py:Class",
-        help="convnet, lenet5, mlp, resnet20, or a graphc.nn.Module class in your file "
-        "(default: convnet; lenet5 for MNIST)",
+        help="convnet, lenet5, mlp, resnet20, transformer, lstm, or a graphc.nn.Module class "
+        "in your file (default: convnet; lenet5 for MNIST; transformer for text)",
     )
     p.add_argument(
         "--data",
         default=_,
         metavar="SPEC",
-        help="builtin (generated, no download), cifar10:DIR or mnist:DIR (default: builtin)",
+        help="builtin (generated images, no download), builtin-text (generated sentences "
+        "whose class depends on word order), cifar10:DIR, mnist:DIR, or text:DIR (train.tsv "
+        "and test.tsv, one `label<TAB>text` a line) (default: builtin; builtin-text for a "
+        "text model)",
     )
     p.add_argument(
         "--epochs", type=options.count, default=_, help=f"total epochs (default: {d.epochs})"
@@ -125,6 +130,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="random crop (padding 4) and horizontal flip (default: on for cifar10 only)",
     )
     p.add_argument(
+        "--seq-len",
+        type=options.count,
+        default=_,
+        metavar="N",
+        help=f"text: tokens per sentence, padded or cut to it (default: {d.seq_len})",
+    )
+    p.add_argument(
         "--continue-on-nan",
         action="store_true",
         default=_,
@@ -155,6 +167,6 @@ def run(args: argparse.Namespace) -> int:
 def _expand_user(spec: str) -> str:
     """~ in paths, also after the `cifar10:` / `mnist:` prefix."""
     kind, sep, rest = spec.partition(":")
-    if sep and kind in ("cifar10", "mnist"):
+    if sep and kind in ("cifar10", "mnist", "text"):
         return f"{kind}:{os.path.expanduser(rest)}"
     return os.path.expanduser(spec)

@@ -2,7 +2,9 @@
 
 The API is torch.utils.data's (Dataset, TensorDataset, DataLoader, RandomSampler,
 SequentialSampler, DistributedSampler), plus readers for CIFAR-10 and MNIST and
-SyntheticCIFAR, the built-in generated data set that needs no download.
+SyntheticCIFAR, the built-in generated data set that needs no download; for text,
+TextClassification (a directory of `label<TAB>text` files) and SyntheticText (the built-in
+task that needs word order).
 """
 
 from graphc.data import transforms
@@ -18,6 +20,7 @@ from graphc.data.sampler import (
     SequentialSampler,
 )
 from graphc.data.synthetic import SyntheticCIFAR
+from graphc.data.text import SyntheticText, TextClassification, TextDataset, Vocab, tokenize
 
 __all__ = [
     "transforms",
@@ -35,4 +38,9 @@ __all__ = [
     "CIFAR10",
     "MNIST",
     "SyntheticCIFAR",
+    "TextDataset",
+    "TextClassification",
+    "SyntheticText",
+    "Vocab",
+    "tokenize",
 ]

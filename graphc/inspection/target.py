@@ -158,7 +158,9 @@ def _module_target(spec, cls, shape, shapes, train, optimizer, lr) -> Target:
             f"could not construct {spec}(): {type(e).__name__}: {e} (the class needs a "
             "constructor that takes no arguments)"
         ) from None
-    x = graphc.from_numpy(np.random.default_rng(SEED).standard_normal(shape, dtype=np.float32))
+    from graphc.models import sample_inputs
+
+    x = graphc.from_numpy(sample_inputs(cls, tuple(shape[1:]), shape[0], SEED))
     namespace = {"graphc": graphc, "net": net}
     out_shape = _output_shape(spec, net, shape)
     if train:
@@ -179,12 +181,13 @@ def _output_shape(spec: str, net, shape) -> tuple[int, ...] | None:
     running statistic changes), so a wrong --input-shape is reported in its terms."""
     import graphc
     from graphc.errors import GraphcError
+    from graphc.models import sample_inputs
 
     was_training = net.training
     net.eval()
     try:
         with graphc.no_grad():
-            out = net(graphc.from_numpy(np.zeros((2, *shape[1:]), np.float32)))
+            out = net(graphc.from_numpy(sample_inputs(type(net), tuple(shape[1:]), 2)))
     except GraphcError as e:
         shape_text = "x".join(map(str, shape))
         raise InspectError(f"{spec} does not accept --input-shape {shape_text}:\n  {e}") from None

@@ -17,24 +17,33 @@ import numpy as np
 import graphc
 import graphc.nn as nn
 import graphc.optim as optim
-from graphc.data import CIFAR10, MNIST, ImageDataset, SyntheticCIFAR, transforms
+from graphc.data import (
+    CIFAR10,
+    MNIST,
+    ImageDataset,
+    SyntheticCIFAR,
+    SyntheticText,
+    TextClassification,
+    TextDataset,
+    transforms,
+)
 from graphc.errors import GraphcError
-from graphc.models import MODELS
+from graphc.models import MODELS, takes_tokens
 from graphc.training.config import TrainConfig, TrainError
 
-DATA_KINDS = ("builtin", "cifar10:DIR", "mnist:DIR")
+DATA_KINDS = ("builtin", "builtin-text", "cifar10:DIR", "mnist:DIR", "text:DIR")
 
 
 @dataclass
 class DataBundle:
-    """The data of a run. Loaders yield images in [0, 1] (augmented for training when
+    """The data of a run. Image loaders yield images in [0, 1] (augmented for training when
     asked); `normalize` maps them to zero mean and unit variance inside the compiled steps,
     where it fuses with the first layer instead of costing the loader a pass over every
-    batch (a quarter of the loader's time per batch)."""
+    batch (a quarter of the loader's time per batch). Text loaders yield token ids."""
 
     name: str
-    train: ImageDataset
-    test: ImageDataset
+    train: ImageDataset | TextDataset
+    test: ImageDataset | TextDataset
     train_transform: transforms.Transform | None
     test_transform: transforms.Transform | None
 
@@ -46,8 +55,26 @@ class DataBundle:
     def num_classes(self) -> int:
         return self.train.num_classes
 
+    @property
+    def is_text(self) -> bool:
+        return isinstance(self.train, TextDataset)
+
+    def samples(self) -> str:
+        """What a sample is, for messages: "images of 3x32x32" or "sentences of 32 tokens"."""
+        if self.is_text:
+            return f"sentences of {self.sample_shape[0]} tokens"
+        return f"images of {'x'.join(map(str, self.sample_shape))}"
+
+    def example(self, n: int) -> np.ndarray:
+        """n all-zero samples of the data's shape and dtype."""
+        dtype = np.int64 if self.is_text else np.float32
+        return np.zeros((n, *self.sample_shape), dtype)
+
     def normalizer(self):
-        """x -> (x - mean) / std per channel, as tensor ops (traced into the step)."""
+        """x -> (x - mean) / std per channel, as tensor ops (traced into the step); token
+        ids pass unchanged."""
+        if self.is_text:
+            return lambda tokens: tokens
         mean = np.asarray(self.train.mean, np.float32).reshape(1, -1, 1, 1)
         inv_std = 1 / np.asarray(self.train.std, np.float32).reshape(1, -1, 1, 1)
         mean_t, inv_std_t = graphc.from_numpy(mean), graphc.from_numpy(inv_std)
@@ -60,6 +87,14 @@ def build_data(config: TrainConfig) -> DataBundle:
     if kind == "builtin" and not root:
         train = SyntheticCIFAR(True, config.train_size, config.seed)
         test = SyntheticCIFAR(False, config.test_size, config.seed)
+    elif kind == "builtin-text" and not root:
+        train = SyntheticText(True, config.train_size, config.seq_len, config.seed)
+        test = SyntheticText(False, config.test_size, config.seq_len, config.seed)
+        return DataBundle(kind, train, test, None, None)
+    elif kind == "text" and root:
+        train = _first_text(TextClassification(root, True, config.seq_len), config.train_size)
+        test = _first_text(TextClassification(root, False, config.seq_len), config.test_size)
+        return DataBundle(kind, train, test, None, None)
     elif kind in ("cifar10", "mnist") and root:
         reader = CIFAR10 if kind == "cifar10" else MNIST
         train = _first(reader(root, train=True), config.train_size)
@@ -88,18 +123,51 @@ def _first(dataset: ImageDataset, n: int | None) -> ImageDataset:
     return subset
 
 
+def _first_text(dataset: TextDataset, n: int | None) -> TextDataset:
+    if n is None or n >= len(dataset):
+        return dataset
+    return TextDataset(dataset.tokens[:n], dataset.labels[:n], dataset.vocab, dataset.classes)
+
+
 # ---- model ----------------------------------------------------------------------------------
 
 
-def default_model(sample_shape: tuple[int, ...]) -> str:
+def default_model(sample_shape: tuple[int, ...], text: bool = False) -> str:
+    if text:
+        return "transformer"
     return "lenet5" if tuple(sample_shape) == (1, 28, 28) else "convnet"
+
+
+def default_data(spec: str | None) -> str:
+    """The data `graphc train` uses when --data is not given: text for a text model."""
+    if spec is None:
+        return "builtin"
+    try:
+        cls, _ = resolve_model_class(spec)
+    except TrainError:
+        return "builtin"  # reported with the model, once the data is built
+    return "builtin-text" if takes_tokens(cls) else "builtin"
+
+
+def _data_arguments(cls: type, data: DataBundle) -> dict:
+    """What a text model's constructor is told about the data (when it takes it): the
+    vocabulary size, the classes, the sequence length."""
+    if not (data.is_text and takes_tokens(cls)):
+        return {}
+    offered = {
+        "vocab_size": len(data.train.vocab),
+        "num_classes": data.num_classes,
+        "max_len": max(data.sample_shape[0], 1),
+    }
+    params = inspect.signature(cls).parameters
+    return {k: v for k, v in offered.items() if k in params}
 
 
 def build_model(spec: str, data: DataBundle) -> nn.Module:
     """Instantiates the model and checks that it maps a batch of this data to class logits."""
     cls, origin = resolve_model_class(spec)
     try:
-        net = cls()
+        net = cls(**_data_arguments(cls, data))
     except Exception as e:
         raise TrainError(
             f"could not construct {cls.__name__}() from {origin}: {type(e).__name__}: {e}\n"
@@ -167,7 +235,7 @@ def _import_file(path: Path):
 
 
 def check_model_fits(net: nn.Module, data: DataBundle, origin: str) -> None:
-    """Runs the model eagerly on two zero images (eval mode: no running-stat updates, no RNG
+    """Runs the model eagerly on two zero samples (eval mode: no running-stat updates, no RNG
     draws) so a mismatch is reported before training, in terms of the data."""
     shape = data.sample_shape
     shape_text = "x".join(map(str, shape))
@@ -175,19 +243,20 @@ def check_model_fits(net: nn.Module, data: DataBundle, origin: str) -> None:
     net.eval()
     try:
         with graphc.no_grad():
-            out = net(graphc.from_numpy(np.zeros((2, *shape), np.float32)))
+            out = net(graphc.from_numpy(data.example(2)))
     except GraphcError as e:
         raise TrainError(
-            f"the model {origin} does not accept the {data.name} data's {shape_text} images "
-            f"(a batch has shape [N, {', '.join(map(str, shape))}]):\n  {e}\n  choose a model "
-            f"for {shape_text} inputs or another --data"
+            f"the model {origin} does not accept the {data.name} data's {data.samples()} "
+            f"(a batch has shape [N, {', '.join(map(str, shape))}]"
+            f"{', int64 token ids' if data.is_text else ''}):\n  {e}\n  choose a model for "
+            f"{shape_text} inputs or another --data"
         ) from None
     finally:
         net.train(was_training)
     if not isinstance(out, graphc.Tensor) or tuple(out.shape) != (2, data.num_classes):
         got = list(out.shape) if isinstance(out, graphc.Tensor) else type(out).__name__
         raise TrainError(
-            f"the model {origin} returns {got} for a batch of 2 images; {data.name} has "
+            f"the model {origin} returns {got} for a batch of 2 samples; {data.name} has "
             f"{data.num_classes} classes, so it must return logits of shape [N, "
             f"{data.num_classes}]"
         )

@@ -27,10 +27,9 @@ class TrainError(GraphcError):
 
 @dataclass
 class TrainConfig:
-    model: str | None = (
-        None  # convnet | lenet5 | mlp | resnet20 | FILE.py:Class; None: fits the data
-    )
-    data: str = "builtin"  # builtin | cifar10:DIR | mnist:DIR
+    model: str | None = None  # convnet | ... | transformer | lstm | FILE.py:Class; None: fits
+    # the data
+    data: str = "builtin"  # builtin | builtin-text | cifar10:DIR | mnist:DIR | text:DIR
     epochs: int = 3
     batch_size: int = 64
     lr: float | None = None  # None: DEFAULT_LR[optimizer]
@@ -47,6 +46,7 @@ class TrainConfig:
     train_size: int | None = None  # None: the whole split (builtin: 10,000)
     test_size: int | None = None  # None: the whole split (builtin: 2,000)
     augment: bool | None = None  # None: random crop + flip for CIFAR-10 only
+    seq_len: int = 32  # text: tokens per sentence (padded or cut to it)
     progress: str = "auto"  # auto | bar | lines | none
     continue_on_nan: bool = False  # a NaN/inf loss: warn and train on (default: stop)
 
@@ -82,6 +82,8 @@ class TrainConfig:
             raise TrainError(f"--threads must be 1..{MAX_THREADS}, not {c.threads}")
         if not 0 <= c.seed <= SEED_MAX:
             raise TrainError(f"--seed must be in [0, {SEED_MAX}], not {c.seed}")
+        if c.seq_len < 1:
+            raise TrainError(f"--seq-len must be at least 1, not {c.seq_len}")
         for name in ("train_size", "test_size"):
             v = getattr(c, name)
             if v is not None and v < 1:
@@ -104,6 +106,7 @@ TRAJECTORY = (
     "train_size",
     "test_size",
     "augment",
+    "seq_len",
 )
 
 

@@ -35,6 +35,7 @@ from graphc.training.build import (
     build_model,
     build_optimizer,
     count_parameters,
+    default_data,
     default_model,
 )
 from graphc.training.checkpoint import RunState, read_checkpoint, restore, save_checkpoint
@@ -106,6 +107,13 @@ class Trainer:
         ckpt = read_checkpoint(config.checkpoint) if config.resume else None
         if ckpt is not None:
             config = merge_for_resume(config, ckpt["config"], self.explicit, config.checkpoint)
+        if ckpt is None:  # a text model trains on text, with Adam, unless told otherwise
+            if "data" not in self.explicit:
+                config.data = default_data(config.model)
+            if "optimizer" not in self.explicit and config.data.startswith(
+                ("builtin-text", "text:")
+            ):
+                config.optimizer = "adam"
         config = config.resolved()
         _check_outputs(config)
         if config.plot:
@@ -124,7 +132,7 @@ class Trainer:
             self.out = self.err = open(os.devnull, "w")
         self.data = build_data(config)
         if config.model is None:
-            config.model = default_model(self.data.sample_shape)
+            config.model = default_model(self.data.sample_shape, self.data.is_text)
         self.config = config
         self.net = build_model(config.model, self.data)
         self.optimizer = build_optimizer(config, self.net)
@@ -156,7 +164,6 @@ class Trainer:
 
     def describe(self) -> None:
         c, d = self.config, self.data
-        shape = "x".join(map(str, d.sample_shape))
         opt = f"{c.optimizer} lr={c.lr:g}" + (f" momentum={c.momentum:g}" if c.momentum else "")
         workers = (
             f"{c.workers} loader thread{'s' * (c.workers != 1)}"
@@ -165,8 +172,8 @@ class Trainer:
         )
         self.say(
             f"graphc train: {type(self.net).__name__} ({count_parameters(self.net):,} parameters) "
-            f"on {d.name} data: {len(d.train):,} train / {len(d.test):,} test images of "
-            f"{shape}, {d.num_classes} classes"
+            f"on {d.name} data: {len(d.train):,} train / {len(d.test):,} test {d.samples()}, "
+            f"{d.num_classes} classes"
         )
         self.say(
             f"  {opt}, batch {c.batch_size} ({len(self.train_loader)} steps/epoch), "
