@@ -101,7 +101,10 @@ def take_along_dim(input: Tensor, indices: Tensor, dim: int | None = None) -> Te
             f"but got {input.ndim} and {indices.ndim}",
         )
     # every dimension but dim broadcasts, as in torch.take_along_dim
-    shape = list(_broadcast("take_along_dim", tuple(input.shape), tuple(indices.shape)))
+    ones = [list(t.shape) for t in (input, indices)]
+    for s in ones:
+        s[axis] = 1
+    shape = list(_broadcast("take_along_dim", tuple(ones[0]), tuple(ones[1])))
     x_shape, i_shape = list(shape), list(shape)
     x_shape[axis], i_shape[axis] = input.shape[axis], indices.shape[axis]
     return gather(broadcast_to(input, x_shape), axis, broadcast_to(indices, i_shape))

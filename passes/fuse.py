@@ -97,7 +97,11 @@ class _Fuser:
         if nxt is not None and nxt.op == "add" and nxt not in self.owner:
             other = nxt.inputs[1] if nxt.inputs[0] is node else nxt.inputs[0]
             bias = _bias_vector(other, node)
-            if bias is not None:
+            if bias is not None and not bias.is_input and self.order[bias] > self.order[node]:
+                # the epilogue reads the bias where the contraction runs: it must exist by then
+                bias = None
+                self.decisions.append(f"not fused add into {node.op}: its bias comes later")
+            elif bias is not None:
                 members += _view_chain(other, bias) + [nxt]
                 out = nxt
                 nxt = self._only_user(out)

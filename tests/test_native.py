@@ -237,3 +237,10 @@ def test_sibling_reductions_share_one_pass(rng):
     # one loop per reduction took seven
     assert len(full) == 4, [k.reason for k in full]
     assert [k.reason.count("reduce_sum") for k in full] == [1, 1, 2, 2]
+
+
+def test_a_bias_computed_after_the_matmul_is_not_read_before_it_exists(rng):
+    """x @ w + b * 2 traces the matmul before the scaled bias: fusing the add into the
+    matmul's epilogue would read the bias before the kernel computing it has run."""
+    x, w, b = arr(rng, 6, 3), arr(rng, 3, 4), arr(rng, 4)
+    close(*both(lambda x, w, b: graphc.addmm(b, x, w, beta=2.0) + (x @ w + b * 3).relu(), x, w, b))
