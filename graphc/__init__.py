@@ -99,6 +99,7 @@ from graphc.indexing import (
     tril,
     triu,
 )
+from graphc.loops import scan
 from graphc.random import default_generator, manual_seed
 from graphc.splitting import chunk, narrow, split, unbind
 from graphc.tensor import Size, Tensor

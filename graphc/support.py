@@ -90,7 +90,7 @@ def rows() -> list[tuple[str, list[str]]]:
     import graphc.nn as nn
     import graphc.nn.functional as F
     from graphc import optim
-    from graphc.nn import init
+    from graphc.nn import init, utils
     from graphc.ops import OPS
     from graphc.optim import lr_scheduler
 
@@ -112,6 +112,7 @@ def rows() -> list[tuple[str, list[str]]]:
         *((kind, sorted(names)) for kind, names in kinds.items()),
         ("`nn.functional`", _public_functions(F)),
         ("`nn.init`", sorted(n for n, v in vars(init).items() if _defined_in(v, init))),
+        ("`nn.utils`", sorted(utils.__all__)),
         ("tensor functions (`graphc.*`)", _public_functions(graphc)),
         ("framework (`graphc.*`)", _framework(graphc)),
         ("`optim`", _classes(optim, optim.Optimizer)),

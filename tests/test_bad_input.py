@@ -38,7 +38,7 @@ import graphc.nn.functional as F
 import graphc.optim as optim
 from graphc import cli as graphc_cli
 from graphc.bench.config import BenchError
-from graphc.data import CIFAR10, MNIST, DataLoader, TensorDataset
+from graphc.data import CIFAR10, MNIST, DataLoader, TensorDataset, TextClassification
 from graphc.errors import (
     ArgumentError,
     AutogradError,
@@ -270,7 +270,42 @@ def threads_variable_not_a_number():
         graphc.get_num_threads()  # <-
 
 
+def embedding_given_float_ids():
+    nn.Embedding(5, 2)(graphc.ones(3))  # <-
+
+
+def lstm_given_the_wrong_feature_size():
+    nn.LSTM(3, 4)(graphc.zeros(5, 2, 6))  # <-
+
+
+def index_out_of_range():
+    graphc.index_select(graphc.ones(3, 2), 0, graphc.tensor([0, 5]))  # <-
+
+
+def einsum_with_too_few_subscripts():
+    graphc.einsum("ij->i", graphc.ones(2, 3, 4))  # <-
+
+
+def scan_step_reading_a_value():
+    def step(h, x):
+        return h + float(x.sum()), h  # <-
+
+    graphc.scan(step, graphc.zeros(3), graphc.ones(4, 3))
+
+
 API = [
+    Row("api", "embedding given float ids", embedding_given_float_ids, ShapeError,
+        ("expected the indices to be an integer tensor", "convert them with .long()"),
+        embedding_given_float_ids),
+    Row("api", "LSTM given the wrong feature size", lstm_given_the_wrong_feature_size,
+        ShapeError, ("input_size = 3", "got [5, 2, 6]"), lstm_given_the_wrong_feature_size),
+    Row("api", "index out of range", index_out_of_range, GraphcError,
+        ("index 5 is out of range for dimension 0 with size 3", "indices must lie in 0..2"),
+        index_out_of_range),
+    Row("api", "einsum with too few subscripts", einsum_with_too_few_subscripts, ShapeError,
+        ("do not match its 3 dimension(s)", "'ij->i'"), einsum_with_too_few_subscripts),
+    Row("api", "scan step reading a value", scan_step_reading_a_value, TraceError,
+        ("needs the value of a tensor", "graphc.where"), scan_step_reading_a_value),
     Row("api", "tensor from ragged lists", tensor_from_ragged_lists, ShapeError,
         ("ragged", "lists of numbers of one shape"), tensor_from_ragged_lists),
     Row("api", "tensor from strings", tensor_from_strings, ArgumentError,
@@ -426,7 +461,20 @@ def leaked_tensor():
     return leaked[0] + 1  # <-
 
 
+def embed_step(net, x, y):
+    loss = F.cross_entropy(net(x).sum(1), y)  # <-
+    loss.backward()
+    return loss
+
+
+def token_id_out_of_range():
+    step_of(nn.Embedding(5, 2), embed_step)([[1, 2], [4, 7]], [0, 1])
+
+
 COMPILED = [
+    Row("compiled", "token id out of range", token_id_out_of_range, ExecutionError,
+        ("index 7 is out of range for dimension 0 with size 5", "token ids in 0..num_embeddings-1"),
+        embed_step),
     Row("compiled", "backward twice", compiled(backward_twice), AutogradError,
         ("backward through the graph a second time", "retain_graph=True", "while tracing step"),
         backward_twice),
@@ -515,6 +563,10 @@ TRAIN = [
         ("argument --train-size: must be a whole number >= 1, not 0",)),
     Row("cli train", "unknown --data", usage("train", "--data", "imagenet"), TrainError,
         ("not 'imagenet'", "--data must be one of builtin, cifar10:DIR, mnist:DIR")),
+    Row("cli train", "--seq-len 0", usage("train", "--seq-len", "0"), USAGE,
+        ("argument --seq-len: must be a whole number >= 1, not 0",)),
+    Row("cli train", "text folder without train.tsv", usage("train", "--data", "text:."),
+        DataError, ("no train.tsv or train.txt found", "`label<TAB>text`")),
     Row("cli train", "missing CIFAR-10 folder", usage("train", "--data", "cifar10:nowhere"),
         DataError, ("does not exist", "cifar-10-python.tar.gz"), "nowhere"),
     Row("cli train", "missing model file", usage("train", "--model", "absent.py:Net"),
@@ -653,7 +705,25 @@ def read_cifar() -> object:
     return CIFAR10(".", train=True)
 
 
+def text_folder(train: bytes, test: bytes = b"pos\tfine\n") -> Callable[[], None]:
+    def setup() -> None:
+        Path("train.tsv").write_bytes(train)
+        Path("test.tsv").write_bytes(test)
+
+    return setup
+
+
 DATA = [
+    Row("data", "text line without a tab", lambda: TextClassification("."), DataError,
+        ("expected `label<TAB>text`", "a label, a tab character, then the text"), "train.tsv:2",
+        text_folder(b"pos\tgreat\nneg terrible\n")),
+    Row("data", "test label the training file lacks",
+        lambda: TextClassification(".", train=False), DataError,
+        ("label(s) ['neutral'] do not occur", "the classes are the training file's"), "test.tsv",
+        text_folder(b"pos\tgreat\n", b"neutral\tso so\n")),
+    Row("data", "text file not UTF-8", lambda: TextClassification("."), DataError,
+        ("not UTF-8 text", "save the file as UTF-8"), "train.tsv:1",
+        text_folder(b"pos\t\xff\xfe\n")),
     Row("data", "CIFAR-10 batch that runs code", read_cifar, DataError,
         ("was refused", "asks for"), "data_batch_2", cifar_folder(malicious)),
     Row("data", "truncated CIFAR-10 batch", read_cifar, DataError,

@@ -274,6 +274,37 @@ def test_real_format_data_sets(tmp_path, capsys):
     assert "ConvNet" in out and "32 train / 8 test images of 3x32x32" in out
 
 
+def test_text_models_on_builtin_and_file_data(tmp_path, capsys):
+    """A text model without --data trains on the built-in text task, with Adam; a text data
+    directory (train.tsv, test.tsv) gives the model its vocabulary and classes."""
+    args = "--epochs 1 --batch-size 32 --train-size 64 --test-size 32 --progress none"
+    rc, out, err = run(
+        ["--model", "lstm", *args.split(), "--checkpoint", str(tmp_path / "a")], capsys
+    )
+    assert rc == 0, err
+    assert "TextLSTM" in out and "on builtin-text data: 64 train / 32 test sentences of 32" in out
+    assert "adam lr=0.001" in out
+    text = tmp_path / "reviews"
+    text.mkdir()
+    rng = np.random.default_rng(0)
+    words = ["good", "bad", "film", "plot", "great", "dull"]
+
+    def lines(n):
+        return "".join(
+            f"{rng.choice(['pos', 'neg', 'mixed'])}\t{' '.join(rng.choice(words, 5))}\n"
+            for _ in range(n)
+        )
+
+    (text / "train.tsv").write_text(lines(40))
+    (text / "test.tsv").write_text(lines(20))
+    args = f"--model transformer --data text:{text} --seq-len 8 --epochs 1 --batch-size 20"
+    rc, out, err = run([*args.split(), "--checkpoint", str(tmp_path / "b")], capsys)
+    assert rc == 0, err
+    assert "TextTransformer" in out and "40 train / 20 test sentences of 8 tokens, 3 classes" in out
+    rc, _, err = run(["--model", "convnet", "--data", "builtin-text", *SMALL], capsys)
+    assert rc == 1 and "does not accept the builtin-text data's 32-token sentences" in err
+
+
 def test_user_model_errors(tmp_path, capsys, model_file):
     ckpt = ["--checkpoint", str(tmp_path / "c"), *SMALL]
     cases = [
@@ -285,7 +316,13 @@ def test_user_model_errors(tmp_path, capsys, model_file):
         (f"{model_file}:NeedsArgs", ["could not construct NeedsArgs()", "no arguments"]),
         (f"{model_file}:NotAModule", ["is not a graphc.nn.Module subclass"]),
         (f"{tmp_path}/absent.py:Net", ["absent.py does not exist"]),
-        ("resnet", ["--model must be one of convnet, lenet5, mlp, resnet20 or FILE.py:ClassName"]),
+        (
+            "resnet",
+            [
+                "--model must be one of convnet, lenet5, mlp, resnet20, transformer, lstm or "
+                "FILE.py:ClassName"
+            ],
+        ),
     ]
     for spec, fragments in cases:
         rc, _, err = run(["--model", spec, *ckpt], capsys)

@@ -47,7 +47,8 @@ def check_range(op: str, index: np.ndarray, size: int, axis: int, skip=None) -> 
     if bad.any():
         value = int(index[bad].flat[0])
         raise IndexError(
-            f"{op}: index {value} is out of range for dimension {axis} with size {size}"
+            f"{op}: index {value} is out of range for dimension {axis} with size {size} "
+            f"(indices must lie in 0..{size - 1}; token ids in 0..num_embeddings-1)"
         )
 
 

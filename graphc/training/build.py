@@ -31,7 +31,7 @@ from graphc.errors import GraphcError
 from graphc.models import MODELS, takes_tokens
 from graphc.training.config import TrainConfig, TrainError
 
-DATA_KINDS = ("builtin", "builtin-text", "cifar10:DIR", "mnist:DIR", "text:DIR")
+DATA_KINDS = ("builtin", "cifar10:DIR", "mnist:DIR", "builtin-text", "text:DIR")
 
 
 @dataclass
@@ -59,11 +59,14 @@ class DataBundle:
     def is_text(self) -> bool:
         return isinstance(self.train, TextDataset)
 
-    def samples(self) -> str:
-        """What a sample is, for messages: "images of 3x32x32" or "sentences of 32 tokens"."""
+    def samples(self, short: bool = False) -> str:
+        """What the samples are, for messages: "images of 3x32x32" or "sentences of 32
+        tokens" (short: "3x32x32 images", "32-token sentences")."""
         if self.is_text:
-            return f"sentences of {self.sample_shape[0]} tokens"
-        return f"images of {'x'.join(map(str, self.sample_shape))}"
+            n = self.sample_shape[0]
+            return f"{n}-token sentences" if short else f"sentences of {n} tokens"
+        shape = "x".join(map(str, self.sample_shape))
+        return f"{shape} images" if short else f"images of {shape}"
 
     def example(self, n: int) -> np.ndarray:
         """n all-zero samples of the data's shape and dtype."""
@@ -246,7 +249,7 @@ def check_model_fits(net: nn.Module, data: DataBundle, origin: str) -> None:
             out = net(graphc.from_numpy(data.example(2)))
     except GraphcError as e:
         raise TrainError(
-            f"the model {origin} does not accept the {data.name} data's {data.samples()} "
+            f"the model {origin} does not accept the {data.name} data's {data.samples(True)} "
             f"(a batch has shape [N, {', '.join(map(str, shape))}]"
             f"{', int64 token ids' if data.is_text else ''}):\n  {e}\n  choose a model for "
             f"{shape_text} inputs or another --data"
