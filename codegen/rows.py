@@ -42,7 +42,6 @@ def emit_softmax(module: ir.Module, name: str, node: Node, storage: Storage) -> 
     dt = x.dtype
     t = scalar.register_type(dt)
     fn, b, (out, xp), lo, hi = new_kernel(module, name, 2)
-    exp = b.module.declare_intrinsic("llvm.exp", [t])
     log = b.module.declare_intrinsic("llvm.log", [t])
     biggest = local(b, t, "max")
     total = local(b, t, "sum")
@@ -74,7 +73,9 @@ def emit_softmax(module: ir.Module, name: str, node: Node, storage: Storage) -> 
         b.store(scalar.constant(dt, 0.0), total)
 
         def add_exp(k):
-            e = b.call(exp, [b.fsub(scalar.load(b, elem(b, xp, at(k[0]), dt), dt), m, flags=FLAGS)])
+            e = scalar.exp(
+                b, b.fsub(scalar.load(b, elem(b, xp, at(k[0]), dt), dt), m, flags=FLAGS), dt
+            )
             if node.op == "softmax":
                 b.store(e, elem(b, out, at(k[0]), dt))
             b.store(b.fadd(b.load(total), e, flags=FLAGS), total)

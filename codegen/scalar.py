@@ -160,7 +160,20 @@ def _unary_intrinsic(name):
     return lower
 
 
-ELEMENTWISE["exp"] = _unary_intrinsic("llvm.exp")
+def exp(b: ir.IRBuilder, x, dtype: DType):
+    """exp of a float32 as vectorisable arithmetic (codegen/vmath.py), else the intrinsic."""
+    if dtype == dtypes.float32:
+        from graphc.codegen.vmath import exp_f32
+
+        return exp_f32(b, x)
+    return intrinsic(b, "llvm.exp", x.type, x)
+
+
+@lowers("exp")
+def _exp(b, node, args):
+    return exp(b, args[0], node.dtype)
+
+
 ELEMENTWISE["log"] = _unary_intrinsic("llvm.log")
 ELEMENTWISE["sqrt"] = _unary_intrinsic("llvm.sqrt")
 
@@ -182,9 +195,18 @@ def _rsqrt(b, node, args):
     return b.fdiv(constant(node.dtype, 1.0), root)  # exact division, as the reference
 
 
-@lowers("tanh", "erf", "log1p", "expm1")
+@lowers("erf", "log1p", "expm1")
 def _libm_unary(b, node, args):
     return _libm_call(b, node.op, node.dtype, args[0])
+
+
+@lowers("tanh")
+def _tanh(b, node, args):
+    if node.dtype == dtypes.float32:
+        from graphc.codegen.vmath import tanh_f32
+
+        return tanh_f32(b, args[0])
+    return _libm_call(b, "tanh", node.dtype, args[0])
 
 
 def _libm_call(b, name: str, dtype: DType, x):
@@ -205,7 +227,7 @@ def _sigmoid(b, node, args):
     # e = exp(-|x|); x >= 0 ? 1/(1+e) : e/(1+e)  (the reference's stable form)
     (x,) = args
     one = constant(node.dtype, 1.0)
-    e = intrinsic(b, "llvm.exp", x.type, b.fneg(intrinsic(b, "llvm.fabs", x.type, x)))
+    e = exp(b, b.fneg(intrinsic(b, "llvm.fabs", x.type, x)), node.dtype)
     denom = b.fadd(one, e, flags=ELEMENTWISE_FLAGS)
     pos = b.fdiv(one, denom)
     neg = b.fdiv(e, denom)

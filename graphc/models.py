@@ -1,13 +1,7 @@
-"""Built-in models: the reference ConvNet of DESIGN §1, the other benchmark networks, and two
-text classifiers (token ids in, 0 the padding).
-
-The file uses only the API graphc shares with PyTorch, so `graphc bench` runs the same
-classes on PyTorch (graphc/bench/twin.py) and state_dicts move both ways.
-"""
+"""Built-in models: the reference ConvNet of DESIGN §1, other benchmark networks, text models."""
 
 from __future__ import annotations
 
-import graphc
 import graphc.nn as nn
 import graphc.nn.functional as F
 
@@ -123,8 +117,10 @@ class ResNet20(ResNet):
         super().__init__(3, num_classes)
 
 
-# The built-in text task's vocabulary and classes (graphc.data.SyntheticText), the defaults
-# of the text models; `graphc train` passes other data's own.
+# Text classifiers (token ids in, 0 the padding). Like the models above they use only the API
+# graphc shares with PyTorch, so `graphc bench` runs the same classes on PyTorch
+# (graphc/bench/twin.py). Their defaults are the built-in text task's vocabulary and classes
+# (graphc.data.SyntheticText); `graphc train` passes other data's own.
 TEXT_VOCAB = 60
 TEXT_CLASSES = 4
 TEXT_LENGTH = 32
@@ -161,7 +157,7 @@ class TextTransformer(nn.Module):
 
     def forward(self, tokens):
         pad = tokens == 0
-        x = self.embed(tokens) + self.position(graphc.arange(tokens.shape[1]))
+        x = self.embed(tokens) + self.position.weight[: tokens.shape[1]]  # positions 0..L-1
         x = self.encoder(x, src_key_padding_mask=pad)
         keep = (~pad).unsqueeze(-1).float()
         return self.fc((x * keep).sum(1) / keep.sum(1).clamp(min=1.0))

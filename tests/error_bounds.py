@@ -196,6 +196,21 @@ def _sign(n, ins, errs, out):
     return fragile(_crosses_zero(ins[0], errs[0]))
 
 
+@rule("batch_norm")
+def _batch_norm(n, ins, errs, out):
+    # (x - mean) * invstd * weight + bias: four roundings, each operand's error carried
+    x, mean, invstd, weight, bias = (np.asarray(v, np.float64) for v in ins)
+    ex, em, ei, ew, eb = errs
+    with np.errstate(all="ignore"):
+        c = x - mean
+        ec = ex + em + rounding(1, out, c)  # (in the output's precision, at each magnitude)
+        s = c * invstd
+        es = scaled(invstd, ec) + scaled(c, ei) + ec * ei + rounding(1, out, s)
+        t = s * weight
+        et = scaled(weight, es) + scaled(s, ew) + es * ew + rounding(1, out, t)
+    return _nan_to_inf(et + eb + rounding(1, out))
+
+
 @rule("exp")
 def _exp(n, ins, errs, out):
     with np.errstate(all="ignore"):
