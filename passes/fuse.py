@@ -18,7 +18,7 @@ from __future__ import annotations
 from graphc.ir import Graph, Node
 from graphc.ops import OPS
 from graphc.ops.nn import windows_tile
-from graphc.passes.scan import reads_in_place
+from graphc.passes.scan import reads_in_place, result_part
 from graphc.passes.schedule import INLINE_OPS, Kernel, Schedule
 from graphc.passes.views import VIEW_OPS, affine_view, alias_of
 
@@ -331,6 +331,8 @@ class _Fuser:
                 if (r.op in VIEW_OPS or r.op in INLINE_OPS) and r not in needs:
                     if k.kind == "scan" and reads_in_place(k.root, r, stored):
                         continue  # a loop reads each step's block where it lives
+                    if result_part(r, stored) is not None:
+                        continue  # a part of a loop's result is read where it lies
                     needs.append(r)
         for o in self.graph.outputs:
             if (o.op in VIEW_OPS or o.op in INLINE_OPS) and o not in needs:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from graphc.ir import Graph, Node
+from graphc.passes.scan import result_part
 from graphc.passes.schedule import INLINE_OPS, Kernel, Schedule
 from graphc.passes.views import VIEW_OPS, affine_view, alias_of, contiguous_strides
 from graphc.printer import value_names
@@ -135,6 +136,13 @@ def _plan(graph: Graph, schedule: Schedule, reuse: bool = True) -> MemoryPlan:
             b = buffers.get(v)
             if reuse and b is not None and b.kind == "arena":
                 free = _give(free, b.offset, _round(b.nbytes))
+    for k in kernels:  # parts of a loop's packed result, read where they lie in it
+        for r in k.reads():
+            part = result_part(r, stored) if r not in buffers else None
+            base = buffers.get(part.base) if part is not None else None
+            if base is not None and base.kind == "arena":
+                at = base.offset + part.offset * r.dtype.itemsize
+                buffers[r] = Buffer(r, "arena", r.type.nbytes, at, live=base.live)
     for k in kernels:
         for r in k.reads():
             if r.op == "reshape" and r not in buffers:

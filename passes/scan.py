@@ -109,3 +109,15 @@ def reads_in_place(node: Node, operand: Node, stored: set[Node]) -> bool:
         return True
     return all(operand_view(node, k, stored) is not None
                for k, x in enumerate(node.inputs) if x is operand)  # fmt: skip
+
+
+def result_part(node: Node, stored: set[Node]) -> View | None:
+    """The view `node` is of a loop's packed result, if it is a dense block of it: a part a
+    kernel reads where it lies in the result (plan_memory gives it that address), with no
+    copy."""
+    if node.op not in VIEW_OPS or node in stored:
+        return None
+    v = affine_view(node, stored)
+    if v is None or v.base.op != "scan" or not v.contiguous:
+        return None
+    return v
