@@ -195,9 +195,18 @@ def _rsqrt(b, node, args):
     return b.fdiv(constant(node.dtype, 1.0), root)  # exact division, as the reference
 
 
-@lowers("erf", "log1p", "expm1")
+@lowers("log1p", "expm1")
 def _libm_unary(b, node, args):
     return _libm_call(b, node.op, node.dtype, args[0])
+
+
+@lowers("erf")
+def _erf(b, node, args):
+    if node.dtype == dtypes.float32:
+        from graphc.codegen.vmath import erf_f32
+
+        return erf_f32(b, args[0])
+    return _libm_call(b, "erf", node.dtype, args[0])
 
 
 @lowers("tanh")
