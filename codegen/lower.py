@@ -33,7 +33,17 @@ from dataclasses import dataclass, field
 
 from llvmlite import ir
 
-from graphc.codegen import collective, index, loop, misc, pool, pool_tiled, rows, scan
+from graphc.codegen import (
+    collective,
+    index,
+    loop,
+    misc,
+    pool,
+    pool_tiled,
+    rows,
+    scan,
+    softmax_fused,
+)
 from graphc.codegen.backend import ENTRY
 from graphc.codegen.emit import Spec
 from graphc.codegen.irutil import FunctionPointer, entry_alloca, i64
@@ -316,6 +326,8 @@ def emit_kernel(
     if k.kind == "loop":
         s = loop.emit_loop(module, k.name, k, stored, storage)
         return Spec(s.name, s.args, s.parallel_extent, s.description)
+    if k.params.get("prologue"):  # softmax computing its scaled, masked input as it reads
+        return softmax_fused.emit_softmax_fused(module, k.name, k, stored, storage)
     if k.kind in CONTRACTIONS:
         return CONTRACTIONS[k.kind](module, k, storage, target, tiles)
     if k.kind in ("max_pool2d", "max_pool2d_grad") and pool_tiled.tiles(k.root):

@@ -62,6 +62,8 @@ class _Fuser:
                 continue  # read in place by their consumers; materialised below if needed
             if is_elementwise(node) or is_reduction_loop(node):
                 self._loop(node)
+            elif node.op in ("softmax", "log_softmax"):
+                self._softmax(node)
             else:
                 self._add(Kernel("", node.op, node, (node,), (node,), "its own kernel"))
         self._materialise_views()
@@ -192,6 +194,32 @@ class _Fuser:
         if where in self.owner or gt in self.owner:
             return None
         return gt, where
+
+    # ---- softmax with its scaling and masking ---------------------------------------------
+
+    def _softmax(self, node: Node) -> None:
+        """A softmax over the last axis evaluates its elementwise producers of its own shape
+        as it reads each row (scores * scale + mask: attention), when nothing else reads
+        them: they are never stored."""
+        members: set[Node] = set()
+        if node.attrs["axis"] == node.type.rank - 1:
+            members = self._candidates(node, node.shape) - self.outputs
+            changed = True
+            while changed:  # producers read by anything else are computed on their own
+                keep = members | {node}
+                drop = {m for m in members if any(u not in keep for u in self.users[m])}
+                members -= drop
+                members &= _reachable(node, members)
+                changed = bool(drop)
+        if not members:
+            self._add(Kernel("", node.op, node, (node,), (node,), "its own kernel"))
+            return
+        inline = {i for m in members | {node} for i in _inline_leaves(m)}
+        nodes = tuple(sorted(members | inline | {node}, key=self.order.get))
+        ops = [n.op for n in nodes if n in members]
+        self.decisions.append(f"fused {' -> '.join(ops)} into {node.op}: computed per row")
+        reason = f"{node.op} with {' -> '.join(ops)} fused in"
+        self._add(Kernel("", node.op, node, nodes, (node,), reason, {"prologue": True}))
 
     # ---- loop kernels ---------------------------------------------------------------------
 
@@ -325,7 +353,7 @@ class _Fuser:
         stored = set(self.graph.inputs) | {o for k in self.kernels for o in k.outputs}
         needs: list[Node] = []
         for k in list(self.kernels):
-            if k.kind == "loop":
+            if k.kind == "loop" or k.params.get("prologue"):
                 continue
             for r in k.reads():
                 if (r.op in VIEW_OPS or r.op in INLINE_OPS) and r not in needs:
@@ -343,7 +371,7 @@ class _Fuser:
                 continue  # same buffer, no copy
             self._materialise(v, stored, f"materialise {v.op} for its reader", "a non-loop kernel")
         for k in list(self.kernels):
-            if k.kind != "loop":
+            if k.kind != "loop" and not k.params.get("prologue"):
                 continue
             for n in k.nodes:
                 if n.op not in VIEW_OPS and n.op not in INLINE_OPS:
