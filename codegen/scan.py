@@ -7,7 +7,8 @@
             xs[t]     = the operand's block of step t (base + t * step stride)
             consts    = the operands, where they live
             the rest  = the loop's scratch: the body's own arena, reused every step
-        copy the step's per-step outputs and saved values to their row t
+        copy the step's per-step outputs and saved values to their row t (those computed in
+            the body's own memory are computed in that row instead, and need no copy)
         copy the new carries over the old ones (staging those written over another carry)
 
 The body's kernels are ordinary kernels with codes of their own (passes/share.py lists them
@@ -128,9 +129,19 @@ def _emit_loop(spec: ScanSpec, b: ir.IRBuilder, pointer: Callable, scratch, thre
     kernels = body.meta["schedule"].kernels
     inputs = body.inputs
     staged = staged_carries(body)
+    # A per-step output the body computes into its arena is computed straight into its row
+    # of the result instead (nothing reads it after the step): no copy.
+    direct: dict[Hashable, int] = {}
+    for k in range(nc, len(body.outputs)):
+        key = plan.storage(body.outputs[k]).value
+        if plan.buffers[key].kind == "arena":
+            direct.setdefault(key, k)
     with for_range(b, 0, length, name=f"scan{index}") as t:
         step = b.sub(i64(length - 1), t) if a["reverse"] else t
         ptrs: dict[Hashable, ir.Value] = {}
+        for key, k in direct.items():
+            row = b.add(i64(segs[k].offset * item), b.mul(step, i64(body.outputs[k].type.nbytes)))
+            ptrs[key] = b.gep(out, [row], inbounds=True, source_etype=I8)
         for k, n in enumerate(inputs):
             if k < nc:
                 ptrs[n] = _at(b, out, segs[k].offset * item)
@@ -159,6 +170,8 @@ def _emit_loop(spec: ScanSpec, b: ir.IRBuilder, pointer: Callable, scratch, thre
             return body_pointer(plan.storage(body.outputs[k]).value)
 
         for k in range(nc, len(body.outputs)):  # before the carries change: rows of step t
+            if direct.get(plan.storage(body.outputs[k]).value) == k:
+                continue  # computed in place
             row = b.add(i64(segs[k].offset * item), b.mul(step, i64(body.outputs[k].type.nbytes)))
             _memcpy(b, b.gep(out, [row], inbounds=True, source_etype=I8), value(k),
                     body.outputs[k].type.nbytes)  # fmt: skip

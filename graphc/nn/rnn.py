@@ -30,9 +30,11 @@ GATES = {"LSTM": 4, "GRU": 3}
 
 
 def lstm_cell(gates_x: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, b_hh: Tensor | None):
-    """One LSTM step from the input's gate contributions: (h', c')."""
-    gates = G.add(F.linear(h, w_hh, b_hh), gates_x)
-    i, f, g, o = chunk(gates, 4, -1)
+    """One LSTM step from the input's gate contributions: (h', c'). The two contributions
+    are added gate by gate (PyTorch adds them whole, then splits: the same sums), so the
+    additions join the gate arithmetic's loop instead of a pass of their own."""
+    hidden = chunk(F.linear(h, w_hh, b_hh), 4, -1)
+    i, f, g, o = (G.add(a, x) for a, x in zip(hidden, chunk(gates_x, 4, -1), strict=True))
     i, f, g, o = G.sigmoid(i), G.sigmoid(f), G.tanh(g), G.sigmoid(o)
     c = G.add(G.mul(f, c), G.mul(i, g))
     return G.mul(o, G.tanh(c)), c
