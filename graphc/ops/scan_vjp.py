@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from graphc.ir import Body, Graph, GraphBuilder, Node
 from graphc.ops.scan import segments, unpack
+from graphc.ops.scan_hoist import hoist_sums, summed
 
 RECOMPUTED = ("reshape", "broadcast_to", "transpose", "slice", "full", "constant", "arange")
 
@@ -180,6 +181,7 @@ def scan_vjp(b, g, out, inputs, body, num_carry, num_xs, num_ys, length, reverse
         seeded = [k for k in seeded if k < nc + ny]  # the first loop's saved values are gone
         rev = reverse_body(fwd, nc, nx, ny, saved, seeded)
     saved_values = unpack(b, out, range(nc + ny, nc + ny + len(saved)))
+    rev, hoisted = hoist_sums(rev, nc)
 
     consts = inputs[nc + nx :]
     carries_in = []
@@ -195,7 +197,8 @@ def scan_vjp(b, g, out, inputs, body, num_carry, num_xs, num_ys, length, reverse
             steps.append(saved_values[i])
         else:
             steps.append(outputs[nc + i])
-    n_carry, n_ys = len(carries_in), len(rev.grads_x)
+    n_carry = len(carries_in)
+    n_ys = len(rev.graph.outputs) - n_carry  # the xs' gradients, then the hoisted operands
     cts: list[Node | None] = [None] * len(inputs)
     if n_carry + n_ys == 0:
         return tuple(cts)
@@ -217,6 +220,10 @@ def scan_vjp(b, g, out, inputs, body, num_carry, num_xs, num_ys, length, reverse
         cts[nc + nx + k] = results[nc + j]
     for j, i in enumerate(rev.grads_x):
         cts[nc + i] = results[n_carry + j]
+    extra = results[n_carry + len(rev.grads_x) :]
+    for h in hoisted:
+        stacked = [steps[i] if kind == "x" else extra[i] for kind, i in h.operands]
+        cts[nc + nx + h.const] = summed(b, h, stacked)
     return tuple(cts)
 
 
