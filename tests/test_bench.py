@@ -15,8 +15,14 @@ from graphc.bench import timing
 from graphc.bench.check import check_training
 from graphc.bench.config import BenchConfig, BenchError, Workload
 from graphc.bench.contenders import GraphcContender, TorchContender
-from graphc.bench.workload import WorkloadData, count_flops, initial_state, make_batch
-from graphc.models import MLP, ConvNet, LeNet5
+from graphc.bench.workload import (
+    WorkloadData,
+    count_flops,
+    initial_state,
+    make_batch,
+    num_classes,
+)
+from graphc.models import MLP, ConvNet, LeNet5, TextLSTM, TextTransformer
 
 # One thread: on a shared machine, 2-thread PyTorch can take seconds per step (OpenMP waits).
 TINY = "--steps 2 --rounds 2 --warmup 1 --rss-steps 1 --threads 1 --quiet".split()
@@ -201,6 +207,23 @@ def test_torch_contender_matches_graphc_from_the_same_weights():
     shape = (3, 32, 32)
     x, y = make_batch(4, shape, 10, 0)
     data = WorkloadData(initial_state(ConvNet, torch_twin(ConvNet), 0), x, y, 10)
+    result = check_training(GraphcContender(w, data), TorchContender(w, data), data.state)
+    assert result["passed"], result["problems"]
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("model, cls", [("transformer", TextTransformer), ("lstm", TextLSTM)])
+def test_text_models_train_on_token_batches_like_torch(model, cls):
+    """The text models take int64 token ids: the batch, the class count and the check
+    against PyTorch (on the models' twins) all work on them."""
+    pytest.importorskip("torch")
+    from graphc.bench.twin import torch_twin
+
+    w = workload(model, batch=3)
+    x, y = make_batch(3, (6,), 4, 0, cls)
+    assert x.dtype == np.int64 and x.shape == (3, 6) and 1 <= x.min() and x.max() < 60
+    assert num_classes(cls, (6,), 0) == 4
+    data = WorkloadData(initial_state(cls, torch_twin(cls), 0), x, y, 4)
     result = check_training(GraphcContender(w, data), TorchContender(w, data), data.state)
     assert result["passed"], result["problems"]
 

@@ -105,6 +105,21 @@ def test_convnet_training_step_after_every_pass(convnet_all, record_property):
     assert "# schedule:" in final and "# memory:" in final
 
 
+def test_lstm_training_step_shows_its_loops():
+    """An LSTM's recurrences print as scan nodes with their step graphs in place (and in
+    JSON, as nested graphs the schema describes)."""
+    text = ok(inspect_cli("lstm", "--train", "--input-shape", "4x12"))
+    assert re.search(r"= scan\(.*body=body#[0-9a-f]{12}, num_carry=2, .*length=12\)", text)
+    assert "\n    graph body(\n        %c0: f32[4,128] carry," in text
+    assert "# scans:" in text and "steps of" in text
+    doc = json.loads(
+        ok(inspect_cli("lstm", "--train", "--input-shape", "4x12", "--format", "json"))
+    )
+    validate(doc)
+    (scan,) = [n for n in doc["graphs"][0]["nodes"] if n["op"] == "scan"][:1]
+    assert scan["attrs"]["body"]["body"]["stage"] == "body"
+
+
 def test_convnet_json_with_reports_validates():
     doc = json.loads(
         ok(

@@ -13,7 +13,7 @@ from typing import Any
 
 from graphc.dtypes import DType
 from graphc.inspection.text import kernel_membership
-from graphc.ir import ConstArray, Graph, Node, TensorType, shorten_path
+from graphc.ir import Body, ConstArray, Graph, Node, TensorType, shorten_path
 from graphc.printer import value_names
 
 FORMAT = "graphc.inspect"
@@ -45,6 +45,8 @@ def value_json(value: Any, names: dict[Node, str] | None = None) -> Any:
         return {"array": out}
     if isinstance(value, Node):
         return {"value": (names or {}).get(value, value.op)}
+    if isinstance(value, Body):  # a loop's step graph, with its own value names
+        return {"body": graph_json(value.graph, "body")}
     if isinstance(value, (tuple, list)):
         return [value_json(v, names) for v in value]
     return {"repr": repr(value)}
