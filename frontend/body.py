@@ -72,6 +72,8 @@ class BodyTrace(dispatch.Mode):
         target._value = self.node_of(value)
 
     def concrete(self, t: Tensor, why: str):
+        if t._data is not None:  # a value from outside known now: a constant of every step
+            return t._data
         raise dispatch.user_error(
             TraceError,
             f"{why} needs the value of a tensor, but a loop body (graphc.scan, nn.LSTM/GRU "

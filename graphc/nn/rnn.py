@@ -243,6 +243,16 @@ class _RNNBase(Module):
 
         return scan(step, state, gx, reverse=reverse)
 
+    def _output(self, out: Tensor, unbatched: bool) -> Tensor:
+        """The last layer's outputs [L, N, D*H] in the caller's layout."""
+        if unbatched:
+            return G.squeeze(out, 1)
+        return G.transpose(out, 0, 1) if self.batch_first else out
+
+    @staticmethod
+    def _state(state: Tensor, unbatched: bool) -> Tensor:
+        return G.squeeze(state, 1) if unbatched else state
+
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
         if self.num_layers != 1:
@@ -266,16 +276,7 @@ class LSTM(_RNNBase):
         h0 = self._initial(hx[0] if hx is not None else None, batch, unbatched, x)
         c0 = self._initial(hx[1] if hx is not None else None, batch, unbatched, x)
         out, (h, c) = self._run(x, [h0, c0])
-        return self._result(out, unbatched), (self._drop(h, unbatched), self._drop(c, unbatched))
-
-    def _result(self, out: Tensor, unbatched: bool) -> Tensor:
-        if unbatched:
-            return G.squeeze(out, 1)
-        return G.transpose(out, 0, 1) if self.batch_first else out
-
-    @staticmethod
-    def _drop(state: Tensor, unbatched: bool) -> Tensor:
-        return G.squeeze(state, 1) if unbatched else state
+        return self._output(out, unbatched), (self._state(h, unbatched), self._state(c, unbatched))
 
 
 class GRU(_RNNBase):
@@ -289,4 +290,4 @@ class GRU(_RNNBase):
         x, unbatched = self._sequence(input)
         h0 = self._initial(hx, x.shape[1], unbatched, x)
         out, (h,) = self._run(x, [h0])
-        return LSTM._result(self, out, unbatched), LSTM._drop(h, unbatched)
+        return self._output(out, unbatched), self._state(h, unbatched)

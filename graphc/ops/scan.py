@@ -119,9 +119,14 @@ def _scan_ref(*arrays, body, num_carry, num_xs, num_ys, length, reverse):
 
 
 def _scan_flops(out, *inputs, body, length, **attrs) -> int:
-    from graphc.passes.cost import node_flops
+    from graphc.ops.registry import OPS
 
-    return length * sum(node_flops(n) for n in body.graph.nodes)
+    total = 0
+    for n in body.graph.nodes:
+        op = OPS.get(n.op)
+        if not n.is_input and op is not None and op.flops is not None:
+            total += int(op.flops(n.type, *(i.type for i in n.inputs), **n.attrs))
+    return length * total
 
 
 def _scan_vjp(b, g, out, *inputs, **attrs):
