@@ -224,8 +224,20 @@ def test_text_models_train_on_token_batches_like_torch(model, cls):
     assert x.dtype == np.int64 and x.shape == (3, 6) and 1 <= x.min() and x.max() < 60
     assert num_classes(cls, (6,), 0) == 4
     data = WorkloadData(initial_state(cls, torch_twin(cls), 0), x, y, 4)
-    result = check_training(GraphcContender(w, data), TorchContender(w, data), data.state)
+    subject = GraphcContender(w, data)
+    result = check_training(subject, TorchContender(w, data), data.state)
     assert result["passed"], result["problems"]
+    if cls is TextLSTM:  # the recurrent products are counted once per step of their loops
+        counted = count_flops(subject.graph())["dense"]
+        outside = sum(
+            2 * n.type.numel * n.inputs[0].shape[0 if n.attrs["trans_a"] else 1]
+            for n in subject.graph().nodes
+            if n.op == "matmul"
+        )
+        # per layer and step: h @ W_hh^T forwards, dgates @ W_hh backwards (W_hh's own
+        # gradient is one product after the loop): 2 x 3 x 512 x 128 each
+        layers, steps, product = 2, 6, 2 * 3 * 512 * 128
+        assert counted == outside + layers * steps * 2 * product
 
 
 # ---- the command end to end -----------------------------------------------------------------

@@ -112,12 +112,18 @@ def count_flops(graph: Graph) -> dict[str, int]:
 
     dense: contractions only (conv2d and its gradients, matmul) — what anchors.md counts and
     what GFLOP/s and % of peak are computed from; full: every op that has a flops rule
-    (elementwise, pooling, reductions, the optimizer update as well)."""
+    (elementwise, pooling, reductions, the optimizer update as well). A loop counts its
+    step's ops once per step."""
     from graphc.ops import OPS
 
     dense = full = 0
     for n in graph.nodes:
         if n.is_input:
+            continue
+        if n.op == "scan":  # a loop: its step's work, once per step
+            step = count_flops(n.attrs["body"].graph)
+            dense += n.attrs["length"] * step["dense"]
+            full += n.attrs["length"] * step["full"]
             continue
         op = OPS[n.op]
         if op.flops is None:
