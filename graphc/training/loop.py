@@ -225,7 +225,10 @@ class Trainer:
     def _train_epoch(self) -> None:
         c, s = self.config, self.state
         total = len(self.train_loader)
-        progress = Progress(f"epoch {s.epoch + 1}/{c.epochs}", total, self.err, c.progress)
+        unit = "sentences/s" if self.data.is_text else "img/s"
+        progress = Progress(
+            f"epoch {s.epoch + 1}/{c.epochs}", total, self.err, c.progress, unit=unit
+        )
         images_seen = 0
         wait = busy = 0.0
         self.dist.set_epoch(self.train_loader, s.epoch)
@@ -320,7 +323,8 @@ class Trainer:
         h.images_per_second.append(images / (wait + busy) if images else 0.0)
         h.step_images_per_second.append(images / busy if images else 0.0)
         h.seconds.append(wait + busy)
-        rate = f"{h.images_per_second[-1]:,.0f} img/s" if images else "(resumed after training)"
+        unit = "sentences/s" if self.data.is_text else "img/s"
+        rate = f"{h.images_per_second[-1]:,.0f} {unit}" if images else "(resumed after training)"
         self.say(
             f"epoch {s.epoch + 1}/{c.epochs}: train loss {h.train_loss[-1]:.4f}  test loss "
             f"{test_loss:.4f}  test accuracy {100 * accuracy:.2f}%  {rate}  "

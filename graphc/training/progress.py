@@ -31,8 +31,10 @@ class Progress:
         stream: TextIO | None = None,
         mode: str = "auto",
         line_interval: float = 10.0,
+        unit: str = "img/s",
     ) -> None:
         self.stream = stream or sys.stderr
+        self.unit = unit
         if mode == "auto":
             mode = "bar" if getattr(self.stream, "isatty", lambda: False)() else "lines"
         self.mode = mode
@@ -56,7 +58,7 @@ class Progress:
         rate = done / max(now - self._start, 1e-9)
         eta = (self.total - done) / rate if rate > 0 else 0.0
         fields = (
-            f"{done}/{self.total} loss {loss:.4f} {images_per_second:,.0f} img/s "
+            f"{done}/{self.total} loss {loss:.4f} {images_per_second:,.0f} {self.unit} "
             f"ETA {format_duration(eta)}"
         )
         if self.mode == "bar":
