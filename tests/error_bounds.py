@@ -168,6 +168,22 @@ def _mul(n, ins, errs, out):
     return scaled(b, ea) + scaled(a, eb) + ea * eb + rounding(2, out)
 
 
+@rule("batch_norm")
+def _batch_norm(n, ins, errs, out):
+    """(x - mean) * invstd * weight + bias, bounded as those four steps (the last product
+    and the add may be one fused multiply-add)."""
+    x, mean, invstd, weight, bias = ins
+    ex, em, ei, ew, eb = errs
+    with np.errstate(all="ignore"):
+        c = x - mean
+        s = c * invstd
+        t = s * weight
+    ec = ex + em + rounding(2, c)
+    es = scaled(invstd, ec) + scaled(c, ei) + ec * ei + rounding(2, s)
+    et = scaled(weight, es) + scaled(s, ew) + es * ew + rounding(2, t)
+    return et + eb + rounding(2, out) + fragile(np.isnan(out) & np.isinf(t))
+
+
 @rule("div")
 def _div(n, ins, errs, out):
     a, b = ins
