@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 
 from graphc import debug, status
-from graphc.codegen import cache, jit
+from graphc.codegen import cache, jit, parts
 from graphc.codegen.target import Target, host_target
 from graphc.distributed.group import launched_size
 from graphc.ir import Graph
@@ -27,41 +27,34 @@ def host_vectors() -> VectorUnit:
     return host_target().vector_unit()
 
 
-# Kernels are compiled in helper processes only when there is this much LLVM work (in
-# instructions as emitted, about 25 us each on this class of machine): a helper costs an
-# interpreter start (~0.2 s of CPU), which small steps would not pay back. Helpers start
-# before the lowering, to overlap it, so the decision is taken on an estimate per kernel.
-SPLIT_MIN_INSTRUCTIONS = 20_000
-ESTIMATED_INSTRUCTIONS = {"conv2d": 8_000, "conv2d_input_grad": 8_000, "conv2d_weight_grad": 6_000}
-ESTIMATED_OTHER = 300  # loops, pooling, matmuls (matmuls are small unless blocked)
+# Bundles of kernel codes are lowered and compiled in forked processes (codegen/parts.py)
+# only when there is this much work, in LLVM instructions as emitted (about 25 us each here):
+# a fork costs little, but below this one process is done before a second one would help.
+# The work of a bundle is estimated before it is emitted, from its kernels' kinds.
+SPLIT_MIN_INSTRUCTIONS = 4_000
+ESTIMATED_INSTRUCTIONS = {"conv2d": 2_500, "conv2d_input_grad": 2_500, "conv2d_weight_grad": 2_500}
+ESTIMATED_OTHER = 150  # loops, pooling, matmuls (matmuls are small unless blocked)
+ENTRY_PER_KERNEL = 12  # the entry's instructions per kernel it calls
 JOBS_VAR = "GRAPHC_COMPILE_JOBS"
 
 
 def compile_jobs(estimate: int) -> int:
-    """How many processes compile new kernels estimated at `estimate` instructions:
-    GRAPHC_COMPILE_JOBS if set (at most that many); else one per core this process may use
-    (and threads it may run, graphc.set_num_threads), unless it is one of several MPI ranks
-    or cannot start a helper; 1 below SPLIT_MIN_INSTRUCTIONS."""
+    """How many processes lower and compile new kernels estimated at `estimate`
+    instructions: GRAPHC_COMPILE_JOBS if set (at most that many); else one per core this
+    process may use (and threads it may run, graphc.set_num_threads), unless it is one of
+    several MPI ranks or cannot fork; 1 below SPLIT_MIN_INSTRUCTIONS."""
     value = os.environ.get(JOBS_VAR, "").strip()
     if value:
         if not value.isdigit() or int(value) < 1:
             raise ValueError(f"{JOBS_VAR}={value!r}: expected a positive whole number")
         jobs = int(value)
-    elif launched_size() > 1 or not jit.helpers_possible():
+    elif launched_size() > 1:
         jobs = 1
     else:
         jobs = min(usable_cores(), get_num_threads())
+    if not parts.fork_possible():
+        jobs = 1
     return jobs if estimate >= SPLIT_MIN_INSTRUCTIONS else 1
-
-
-def _start_helpers(n: int) -> list[jit.HelperProcess]:
-    helpers = []
-    for _ in range(n):
-        try:
-            helpers.append(jit.HelperProcess())
-        except OSError:  # no process to spare: this one compiles everything
-            break
-    return helpers
 
 
 _PARTS = struct.Struct("<I")
@@ -254,94 +247,163 @@ class _Build:
 
 def _build(graph: Graph, target: Target, profile: bool, fault: str | None, times) -> _Build:
     """Lower and compile what the cache does not already hold: the entry always, each bundle
-    of kernel codes unless an earlier step compiled it."""
+    of kernel codes unless an earlier step compiled it; bundles are shared with forked
+    processes (codegen/parts.py) when there is enough work for them."""
     # Imported here: a warm start (cache hit) never needs the emitters (~25 ms to import).
-    from graphc.codegen.lower import KernelModule, kernel_plans, lower, plan_bundles
+    from graphc.codegen.lower import KernelModule, emit_bundles, link_entry, prepare
 
     t0 = time.perf_counter()
     status.update("kernel cache")
-    _, shared = kernel_plans(graph, target)
+    lw = prepare(graph, target)
     known: dict[str, KernelModule] = {}
     known_objects: list[bytes] = []
-    estimate = 0
-    kinds = {k.name: k.kind for k in graph.meta["schedule"].kernels}
-    for bundle in plan_bundles(graph, shared):
-        codes = _cached_bundle(bundle, target)
-        if codes is None:
-            estimate += sum(
-                ESTIMATED_INSTRUCTIONS.get(kinds[shared.first[d]], ESTIMATED_OTHER)
-                for d in bundle.digests
-            )
+    todo = []
+    for bundle in lw.bundles:
+        hit = _cached_bundle(bundle, target)
+        if hit is None:
+            todo.append(bundle)
             continue
-        records, obj = codes
+        records, obj = hit
         known.update((r["digest"], KernelModule.from_record(r)) for r in records)
         known_objects.append(obj)
+    kinds = {k.name: k.kind for k in graph.meta["schedule"].kernels}
     t1 = time.perf_counter()
-    helpers = _start_helpers(compile_jobs(estimate) - 1)
+    sizes = [_estimate(lw, kinds, b) for b in todo]
+    head = ENTRY_PER_KERNEL * len(kinds)  # this process also writes and compiles the entry
+    jobs = [jit.CompileJob(b.name, "", size) for b, size in zip(todo, sizes, strict=True)]
+    shares = jit.assign(jobs, compile_jobs(sum(sizes) + head), head_start=head)
+    problems: list[str] = []
+    forked: list[tuple[list, parts.Part]] = []
+    own = [todo[i] for i in shares[0]]
     try:
-        lowered = lower(
-            graph,
-            target,
-            profile=profile,
-            fault=fault,
-            known=known,
-            progress=lambda done, total: status.update("lowering", done, total),
+        for share in shares[1:]:
+            if not share:
+                continue
+            bundles = [todo[i] for i in share]
+            try:
+                forked.append((bundles, parts.Part(parts.compile_work(lw, bundles))))
+            except OSError as e:  # no process to spare: this one does the share
+                problems.append(f"could not fork: {e}")
+                own += bundles
+        emitted = emit_bundles(
+            lw, own, progress=lambda done, total: status.update("lowering", done, total)
         )
+        lowering = time.perf_counter() - t1
+        codes = dict(known)
+        codes.update((c.digest, c) for e in emitted for c in e.codes)
+        waiting = []
+        for bundles, part in forked:
+            try:
+                frame = part.wait_for(1, parts.TIMEOUT_S + parts.SLACK * lowering)[0]
+                records = parts.records_of(frame, bundles)
+            except jit.JitError as e:  # this process lowers the share itself
+                problems.append(str(e))
+                part.kill()
+                more = emit_bundles(lw, bundles)
+                emitted += more
+                codes.update((c.digest, c) for e in more for c in e.codes)
+                continue
+            for bundle_records in records:
+                codes.update((r["digest"], KernelModule.from_record(r)) for r in bundle_records)
+            waiting.append((bundles, part, records))
+        lowered = link_entry(lw, codes, emitted, profile, fault)
         t2 = time.perf_counter()
-        jobs = [jit.CompileJob(e.bundle.name, e.module, e.instructions) for e in lowered.emitted]
-        entry_size = sum(len(b.instructions) for f in lowered.module.functions for b in f.blocks)
-        symbols = [c.symbol for c in lowered.codes.values()]
-        processes = f" ({1 + len(helpers)} processes)" if helpers else ""
+        processes = f" ({1 + len(waiting)} processes)" if waiting else ""
         status.update(f"LLVM{processes}")
-        entry = jit.emit_object(lowered.module, target, 3, times, siblings=symbols)
+        # The entry is glue (a call per kernel, run once per step): LLVM's optimisation
+        # would take 0.2 s on ResNet-20's for nothing measurable.
+        entry = jit.emit_object(lowered.module, target, 0, times, siblings=list(lowered.codes))
         entry_times = dataclasses.replace(times)
-        finished: set[int] = set()
-
-        def progress(i: int) -> None:
-            finished.add(i)
-            status.update(f"LLVM{processes}", len(finished), len(jobs))
-
-        objs, each, problems = jit.emit_objects(
-            jobs, target, helpers, times=times, head_start=entry_size, progress=progress
-        )
-    finally:  # (a no-op for helpers that finished; an error must not leave them waiting)
-        for helper in helpers:
-            helper.kill()
-    rows = []
-    for e, t in zip(lowered.emitted, each, strict=True):
-        # a bundle's LLVM time shared among its codes by their size
-        for c in e.codes:
-            part = c.instructions / max(e.instructions, 1)
-            rows.append(
-                KernelCost(
-                    c.symbol,
-                    c.users,
-                    c.instructions,
-                    c.seconds,
-                    t.optimize * part,
-                    (t.codegen + t.parse) * part,
+        total = len(emitted) + sum(len(b) for b, _, _ in waiting)
+        objects: list[bytes] = []
+        new: dict[str, tuple[list[dict], bytes]] = {}
+        rows: list[KernelCost] = []
+        for e in emitted:
+            obj = _compile_here(e, lw, times, rows)
+            objects.append(obj)
+            new[e.bundle.key] = ([c.record() for c in e.codes], obj)
+            status.update(f"LLVM{processes}", len(objects), total)
+        own_seconds = time.perf_counter() - t2
+        for bundles, part, records in waiting:
+            try:
+                frames = part.wait_for(
+                    1 + len(bundles), parts.TIMEOUT_S + parts.SLACK * own_seconds
                 )
-            )
+                compiled = [parts.object_of(f) for f in frames[1:]]
+            except jit.JitError as e:  # lowered and compiled here after all
+                problems.append(str(e))
+                part.kill()
+                for e2 in emit_bundles(lw, bundles):
+                    obj = _compile_here(e2, lw, times, rows)
+                    objects.append(obj)
+                    new[e2.bundle.key] = ([c.record() for c in e2.codes], obj)
+                continue
+            for bundle, recs, (obj, t) in zip(bundles, records, compiled, strict=True):
+                objects.append(obj)
+                new[bundle.key] = (recs, obj)
+                rows += _record_rows(recs, t)
+            status.update(f"LLVM{processes}", len(objects), total)
+    finally:  # (reaps the children that finished; an error must not leave any running)
+        for _, part in forked:
+            part.kill()
+    for r in rows:  # who calls each code, for the report
+        if r.symbol in lowered.codes:
+            r.users = lowered.codes[r.symbol].users
+    entry_size = sum(len(b.instructions) for f in lowered.module.functions for b in f.blocks)
     report = CompileReport(
         kernels=len(lowered.kernels),
         distinct=len(lowered.codes),
         cached=len(known),
-        objects=len(objs),
+        objects=len(new),
         rows=rows,
         entry=KernelCost("entry", [], entry_size, 0.0, entry_times.optimize, entry_times.codegen),
     )
     return _Build(
-        [entry] + known_objects + objs,
+        [entry] + known_objects + objects,
         lowered,
-        {
-            e.bundle.key: ([c.record() for c in e.codes], o)
-            for e, o in zip(lowered.emitted, objs, strict=True)
-        },
+        new,
         {"kernel lookup": t1 - t0, "lower": t2 - t1},
-        1 + len(helpers),
+        1 + len(waiting),
         problems,
         report,
     )
+
+
+def _estimate(lw, kinds: dict[str, str], bundle) -> int:
+    """A bundle's instructions, guessed from its kernels' kinds before it is emitted."""
+    first = lw.shared.first
+    return sum(ESTIMATED_INSTRUCTIONS.get(kinds[first[d]], ESTIMATED_OTHER) for d in bundle.digests)
+
+
+def _compile_here(e, lw, times: jit.CompileTimes, rows: list) -> bytes:
+    """A bundle emitted in this process compiled here; its codes' costs added to `rows`."""
+    part = jit.CompileTimes()
+    obj = jit.emit_object(e.module, lw.target, e.opt, part, unroll=e.unroll)
+    times.parse += part.parse
+    times.optimize += part.optimize
+    times.codegen += part.codegen
+    rows += _record_rows([c.record() for c in e.codes], part)
+    return obj
+
+
+def _record_rows(records: list[dict], t: jit.CompileTimes) -> list[KernelCost]:
+    """What each code of a bundle cost: its own lowering, and the bundle's LLVM time shared
+    among its codes by size."""
+    whole = sum(int(r.get("instructions", 0)) for r in records)
+    rows = []
+    for r in records:
+        share = int(r.get("instructions", 0)) / whole if whole else 1 / len(records)
+        rows.append(
+            KernelCost(
+                str(r["symbol"]),
+                [],
+                int(r.get("instructions", 0)),
+                float(r.get("seconds", 0.0)),
+                t.optimize * share,
+                (t.codegen + t.parse) * share,
+            )
+        )
+    return rows
 
 
 def _cached_bundle(bundle, target: Target) -> tuple[list[dict], bytes] | None:

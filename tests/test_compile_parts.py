@@ -1,11 +1,12 @@
-"""Each distinct kernel code is a module of its own: compiled once however many kernels call
-it, in helper processes when there are many, cached on disk for every graph that calls it,
-and the program is the same bits whichever process compiled which module. A helper that
-fails costs only time."""
+"""Each distinct kernel code is emitted once however many kernels call it, in bundles that
+forked processes lower and compile when there are many, cached on disk for every graph that
+calls them; the program is the same bits whichever process compiled which bundle, and a part
+that fails costs only time."""
 
 from __future__ import annotations
 
-import sys
+import os
+import time
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from test_tiles import planned_step
 import graphc
 import graphc.nn as nn
 import graphc.nn.functional as F
-from graphc.codegen import backend, jit
+from graphc.codegen import backend, jit, parts
 from graphc.codegen.backend import compile_jobs, native_executable
 from graphc.codegen.lower import lower
 from graphc.codegen.target import host_target
@@ -58,7 +59,7 @@ def test_each_bundle_of_codes_is_a_module_of_its_own():
     assert "graphc_entry" in entry and not set(entry) & set(lowered.codes)
 
 
-def test_helpers_run_bitwise_like_one_process(fresh_cache, monkeypatch):
+def test_parts_run_bitwise_like_one_process(fresh_cache, monkeypatch):
     graph, arrays = planned_step()
     split = _compile(graph, "2", monkeypatch)
     assert split.compile_parts == 2 and split.compile_problems == []
@@ -174,62 +175,78 @@ def test_a_damaged_kernel_entry_is_compiled_again(fresh_cache):
     np.testing.assert_allclose(got[0], want[0], rtol=2e-5, atol=1e-6)
 
 
-def _helper_running(code: str):
-    """A HelperProcess class whose process runs `code` instead of the worker."""
+def _failing(how: str):
+    """A compile_work replacement whose child fails in one way."""
 
-    class Broken(jit.HelperProcess):
-        def __init__(self) -> None:
-            super().__init__([sys.executable, "-c", code])
+    def work(send):
+        if how == "raises":
+            raise RuntimeError("no")
+        if how == "exits at once":
+            os._exit(3)
+        if how == "never answers":
+            time.sleep(60)
+        if how == "writes junk":
+            send(b"R", b"[not json")
+        if how == "stops short":
+            send(b"R", b"[]")
 
-    return Broken
+    return lambda lw, bundles: work
 
 
-WORKER = "from graphc.codegen.compile_worker import main; sys.exit(main())"
 BROKEN = {
-    "exits at once": ("import sys; sys.exit(3)", "status 3"),
-    "fails after reading": (
-        "import sys; sys.stdin.buffer.read(); sys.stderr.write('no\\n'); sys.exit(3)",
-        "status 3: no",
-    ),
-    "never reads": ("import time; time.sleep(60)", "timed out"),
-    "writes junk first": (f"import sys; sys.stdout.write('junk'); {WORKER}", "framed object"),
-    "stops short": (
-        "import sys, io; out = io.BytesIO(); real = sys.stdout; "
-        f"sys.stdout = io.TextIOWrapper(out); {WORKER.replace('sys.exit(main())', 'main()')}; "
-        "real.buffer.write(out.getvalue()[:100])",
-        "framed object",
-    ),
+    "raises": "compile part failed: RuntimeError: no",
+    "exits at once": "ended after 0 of 1",
+    "never answers": "timed out",
+    "writes junk": "sent no records",
+    "stops short": "sent no records",
 }
 
 
 @pytest.mark.parametrize("case", sorted(BROKEN))
-def test_a_broken_helper_leaves_its_modules_to_this_process(case, fresh_cache, monkeypatch):
-    code, problem = BROKEN[case]
+def test_a_broken_part_leaves_its_bundles_to_this_process(case, fresh_cache, monkeypatch):
     graph, arrays = planned_step()
-    monkeypatch.setattr(jit, "HelperProcess", _helper_running(code))
-    monkeypatch.setattr(jit, "HELPER_TIMEOUT_S", 2.0)
-    monkeypatch.setattr(jit, "HELPER_SLACK", 0.0)
+    monkeypatch.setattr(parts, "compile_work", _failing(case))
+    monkeypatch.setattr(parts, "TIMEOUT_S", 2.0)
+    monkeypatch.setattr(parts, "SLACK", 0.0)
     exe = _compile(graph, "2", monkeypatch)
-    assert exe.compile_parts == 2
-    assert len(exe.compile_problems) == 1 and problem in exe.compile_problems[0]
+    assert exe.compile_parts == 1  # the part failed: its share was done here
+    assert len(exe.compile_problems) == 1 and BROKEN[case] in exe.compile_problems[0]
     monkeypatch.undo()
     monkeypatch.setenv("GRAPHC_DISABLE_CACHE", "1")
     assert run_twice(exe, arrays) == run_twice(native_executable(graph), arrays)
 
 
-def test_a_working_helper_compiles_its_modules(fresh_cache, monkeypatch):
-    """The real worker, run through the same broken-helper plumbing: no problems."""
-    graph, _ = planned_step()
-    monkeypatch.setattr(jit, "HelperProcess", _helper_running("import sys; " + WORKER))
+def test_a_part_that_fails_after_its_records_is_compiled_here(fresh_cache, monkeypatch):
+    """Records arrive (the entry is written with them), then no objects: the bundles are
+    lowered and compiled here, and the entry still calls them right."""
+    graph, arrays = planned_step()
+    real = parts.compile_work
+
+    def records_only(lw, bundles):
+        work = real(lw, bundles)
+
+        def half(send):
+            def first_frame_only(kind, payload):
+                send(kind, payload)
+                if kind == b"R":
+                    os._exit(0)
+
+            work(first_frame_only)
+
+        return half
+
+    monkeypatch.setattr(parts, "compile_work", records_only)
     exe = _compile(graph, "2", monkeypatch)
-    assert exe.compile_parts == 2 and exe.compile_problems == []
+    assert len(exe.compile_problems) == 1 and "ended after 1 of" in exe.compile_problems[0]
+    monkeypatch.undo()
+    monkeypatch.setenv("GRAPHC_DISABLE_CACHE", "1")
+    assert run_twice(exe, arrays) == run_twice(native_executable(graph), arrays)
 
 
-def test_a_module_calling_libm_compiles_in_a_helper(fresh_cache, monkeypatch):
-    """tanh lowers to a libm call, which the helper must resolve like this process does."""
+def test_a_module_calling_libm_compiles_in_a_part(fresh_cache, monkeypatch):
+    """tanh lowers to a libm call, which the forked part must resolve like this process."""
     graph, _ = planned_step(activation=F.tanh)
-    modules = lower(graph, host_target()).parts
-    assert any("tanhf" in str(m) for m in modules[1:])
+    assert any("tanhf" in str(m) for m in lower(graph, host_target()).parts[1:])
     monkeypatch.setattr(
         jit, "assign", lambda jobs, workers, head_start=0: [[], list(range(len(jobs)))]
     )
@@ -248,6 +265,7 @@ def test_work_is_balanced_by_size():
 
 
 def test_small_graphs_and_the_knob(monkeypatch):
+    monkeypatch.setattr(parts, "fork_possible", lambda: True)
     monkeypatch.setenv(backend.JOBS_VAR, "3")
     assert compile_jobs(10**6) == 3
     monkeypatch.setenv(backend.JOBS_VAR, "0")
@@ -255,3 +273,5 @@ def test_small_graphs_and_the_knob(monkeypatch):
         compile_jobs(10**6)
     monkeypatch.setenv(backend.JOBS_VAR, "2")
     assert compile_jobs(backend.SPLIT_MIN_INSTRUCTIONS - 1) == 1
+    monkeypatch.setattr(parts, "fork_possible", lambda: False)  # no fork: one process
+    assert compile_jobs(10**6) == 1
