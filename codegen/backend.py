@@ -103,19 +103,7 @@ def native_executable(
     """`profile` and `fault` build instrumented variants (see codegen/lower.py)."""
     jit.load_system_libraries()
     target = host_target()
-    # The structural hash leaves the memory plan out, but one graph can carry several plans
-    # (plan_memory(reuse=False) for graphc check): the plan is part of the key.
-    # Likewise the parallel plan (which kernels run through the thread pool) and the tile
-    # plan (lower() replans tiles for other vectors than this target's, so only a plan for
-    # these vectors is what the code will follow).
-    plans = graph.meta["memory"].summary(graph)
-    if "parallel" in graph.meta:
-        plans += "\n" + graph.meta["parallel"].summary(graph)
-    if "tiles" in graph.meta:
-        plans += "\n" + graph.meta["tiles"].cache_text()
-    plan_digest = hashlib.sha256(plans.encode()).hexdigest()
-    variant = f"|profile={profile}|fault={fault}|plan={plan_digest[:16]}"
-    key = cache.cache_key(graph.structural_hash() + variant, target_key(target))
+    key = step_key(graph, target, profile, fault)
     objs, build = _unpack(cache.load(key)), None
     timings = {"cache": "hit" if objs is not None else "miss"}
     times = jit.CompileTimes()
@@ -171,6 +159,47 @@ def native_executable(
                 for title, text in list(exe.debug_sections)
             ]
     return exe
+
+
+def step_key(graph: Graph, target: Target, profile: bool = False, fault: str | None = None) -> str:
+    """The cache key of a step's objects."""
+    # The structural hash leaves the memory plan out, but one graph can carry several plans
+    # (plan_memory(reuse=False) for graphc check): the plan is part of the key.
+    # Likewise the parallel plan (which kernels run through the thread pool) and the tile
+    # plan (lower() replans tiles for other vectors than this target's, so only a plan for
+    # these vectors is what the code will follow).
+    plans = graph.meta["memory"].summary(graph)
+    if "parallel" in graph.meta:
+        plans += "\n" + graph.meta["parallel"].summary(graph)
+    if "tiles" in graph.meta:
+        plans += "\n" + graph.meta["tiles"].cache_text()
+    plan_digest = hashlib.sha256(plans.encode()).hexdigest()
+    variant = f"|profile={profile}|fault={fault}|plan={plan_digest[:16]}"
+    return cache.cache_key(graph.structural_hash() + variant, target_key(target))
+
+
+def step_objects(graph: Graph, target: Target) -> tuple[list[bytes], dict[str, object]]:
+    """The relocatable objects of a step compiled for `target` (which need not be this CPU),
+    and what producing them cost: from the cache, or compiled, test-linked and cached now,
+    under the key native_executable uses. They are position-independent, so they link into
+    a shared library as well as into the JIT (graphc export). The entry expects a thread
+    pool's `parallel_for` and pool in its `threads` argument, as native_executable passes."""
+    jit.load_system_libraries()
+    key = step_key(graph, target)
+    objs = _unpack(cache.load(key))
+    if objs is not None:
+        return objs, {"cache": "hit"}
+    times = jit.CompileTimes()
+    build = _build(graph, target, False, None, times)
+    jit.load_object(build.objects, [ENTRY], times)  # a bad object is never cached
+    for bundle_key, (records, obj) in build.new_bundles.items():
+        cache.store(
+            kernel_key(bundle_key, target), cache.pack_kernel({"codes": records}, obj), KERNELS
+        )
+    cache.store(key, _pack(build.objects))
+    info: dict[str, object] = {"cache": "miss", **build.timings}
+    info.update(llvm_optimize=times.optimize, llvm_codegen=times.codegen + times.parse)
+    return build.objects, info
 
 
 KERNELS = "kernels"  # the cache's directory of kernel codes

@@ -60,6 +60,9 @@ class Entry:
     guards: list[Guard]
     executable: Callable[[list[np.ndarray]], list[np.ndarray]]
     timings: dict[str, float] = field(default_factory=dict)
+    # The modules and optimizers the trace met, in that order, a module before its children
+    # (graphc export names the state it carries after their state_dicts).
+    owners: list[Any] = field(default_factory=list)
     # One call at a time: native code computes in one arena and returns views of it until
     # the sinks and return values have copied them out (threads calling one compiled
     # function would otherwise read each other's results).
@@ -194,6 +197,7 @@ class CompiledFunction:
                 **pipeline.seconds,
                 "backend": t2 - t1 - sum(pipeline.seconds.values()),
             },
+            list(trace.owners),
         )
         entries = self.cache.setdefault(key, [])
         entries.append(entry)
