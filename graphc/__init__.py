@@ -112,6 +112,14 @@ def load(path):
     return _load(path)
 
 
+def export(fn, *example_inputs, path, name=None, target=None, threads=None):
+    """Writes a training step or an eval-mode model as a shared library with a C header
+    (path/libNAME.so, NAME.h, NAME.json), run without Python; see graphc/capi/."""
+    from graphc.capi import export as _export
+
+    return _export(fn, *example_inputs, path=path, name=name, target=target, threads=threads)
+
+
 def is_tensor(obj) -> bool:
     return isinstance(obj, Tensor)
 
