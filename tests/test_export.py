@@ -510,3 +510,74 @@ def test_readme_c_program_trains_on_the_builtin_data(tmp_path, compiler):
     assert "5 steps, mean loss" in out.stdout
     saved = graphc.load(tmp_path / "convnet.safetensors")
     assert set(saved["model"]) == set(ConvNet().state_dict())
+
+
+class _BNNet(nn.Module):
+    """BatchNorm (running statistics updated by the step) and Dropout (random draws)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.drop = nn.Dropout(0.25)
+        self.fc = nn.Linear(8 * 8 * 8, 10)
+
+    def forward(self, x):
+        x = nn.functional.max_pool2d(nn.functional.relu(self.bn(self.conv(x))), 2)
+        return self.fc(self.drop(x.flatten(1)))
+
+
+@pytest.mark.parametrize("kind", ["adam", "adamw", "sgd"])
+def test_optimizers_buffers_and_random_draws_match_compile(tmp_path, compiler, kind):
+    """Adam's bias corrections (two parameter groups), AdamW's decay, SGD's dampening and
+    weight decay, BatchNorm's buffers and Dropout's generator: bit for bit with Python."""
+    graphc.manual_seed(0)
+    net, criterion = _BNNet(), nn.CrossEntropyLoss()
+    if kind == "adam":
+        conv = [net.conv.weight, net.conv.bias]
+        rest = [p for n, p in net.named_parameters() if not n.startswith("conv")]
+        groups = [{"params": conv}, {"params": rest, "lr": 0.0005}]
+        optimizer = optim.Adam(groups, lr=0.001, weight_decay=1e-4)
+    elif kind == "adamw":
+        optimizer = optim.AdamW(net.parameters(), lr=0.001)
+    else:
+        optimizer = optim.SGD(
+            net.parameters(), lr=0.01, momentum=0.9, dampening=0.1, weight_decay=1e-3
+        )
+
+    @graphc.compile
+    def step(x, y):
+        optimizer.zero_grad()
+        loss = criterion(net(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 8, 3, 16, 16), dtype=np.float32)
+    y = rng.integers(0, 10, (4, 8))
+    result = graphc.export(step, graphc.from_numpy(x[0]), graphc.from_numpy(y[0]), path=tmp_path)
+    lib = _open(result.library, "step")
+    ctx = lib.create(2)
+    lr = ctypes.c_float(optimizer.param_groups[0]["lr"])  # the exported lr
+    losses = []
+    for s in range(4):
+        loss = ctypes.c_float()
+        rc = lib.call("step", ctx, _pointer(x[s]), _pointer(y[s]), lr, ctypes.byref(loss))
+        assert rc == 0, lib.status(ctx)
+        losses.append(loss.value)
+    saved = tmp_path / "w.safetensors"
+    assert lib.call("save_weights", ctx, str(saved).encode()) == 0
+    assert lib.call("destroy", ctx) == 0
+    python = [step(graphc.from_numpy(x[s]), graphc.from_numpy(y[s])).item() for s in range(4)]
+    assert losses == python
+    checkpoint = graphc.load(saved)
+    for k, v in net.state_dict().items():  # BatchNorm's buffers included
+        assert np.array_equal(checkpoint["model"][k].numpy(), v.numpy()), k
+    for i, state in optimizer.state_dict()["state"].items():
+        for k, v in state.items():
+            assert np.array_equal(checkpoint["optimizer"]["state"][i][k].numpy(), v.numpy())
+    assert np.array_equal(checkpoint["rng"], graphc.get_rng_state())
+    assert [g["lr"] for g in checkpoint["optimizer"]["param_groups"]] == [
+        g["lr"] for g in optimizer.param_groups
+    ]
