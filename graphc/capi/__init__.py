@@ -24,6 +24,7 @@ from pathlib import Path
 
 from graphc.capi import layout as L
 from graphc.capi.abi import abi
+from graphc.capi.bind import build_layout
 from graphc.capi.csource import Target, image, model_source
 from graphc.capi.features import required
 from graphc.capi.header import header_source
@@ -110,7 +111,7 @@ def build_library(
     if kind is None:  # a function: a step takes (inputs, labels), a forward (inputs)
         arguments = sum(isinstance(s, ArgSource) for s in entry.sources)
         kind = L.INFERENCE if arguments == 1 else L.TRAIN
-    layout = L.build_layout(entry, name, kind)
+    layout = build_layout(entry, name, kind)
     t1 = time.perf_counter()
     timings["trace and passes"] = t1 - t0
     objects, info = native.step_objects(layout.graph, tgt)
@@ -161,6 +162,7 @@ def build_library(
                 build_dir,
             )
             _sync(Path(partial))
+            os.chmod(partial, 0o755 & ~_umask())  # as cc would leave it, not mkstemp's 0600
             os.replace(partial, library)
         finally:
             if os.path.exists(partial):
@@ -254,6 +256,12 @@ def _description(fn, layout: L.Layout, entry) -> str:
         what += f" with {optimizer}" if optimizer else ""
         return f"{what} on batches of {list(x.shape)} (forward, loss, backward, update)."
     return f"The forward of {model or 'a model'} (eval mode) on batches of {list(x.shape)}."
+
+
+def _umask() -> int:
+    from graphc.serialization import _umask as umask
+
+    return umask()
 
 
 def _write(path: Path, data: bytes) -> None:

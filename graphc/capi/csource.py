@@ -10,6 +10,7 @@ import numpy as np
 
 from graphc.capi import layout as L
 from graphc.capi.features import Feature
+from graphc.capi.tree import STATE_CLOSE, STATE_EMPTY, STATE_OPEN, compact
 
 OPS = {
     "lr": "GRT_OP_LR",
@@ -190,9 +191,9 @@ def model_source(
         "lr_initial": w.ref("lr_initial"),
         "n_pieces": str(len(layout.tree)),
         "pieces": w.ref("pieces"),
-        "state_empty": c_string(L.STATE_EMPTY),
-        "state_open": c_string(L.STATE_OPEN),
-        "state_close": c_string(L.STATE_CLOSE),
+        "state_empty": c_string(STATE_EMPTY),
+        "state_open": c_string(STATE_OPEN),
+        "state_close": c_string(STATE_CLOSE),
         "n_features": str(len(target.features)),
         "features": w.ref("features"),
         "n_kernels": str(len(layout.kernel_errors)),
@@ -249,7 +250,7 @@ def _tensors(w: _Writer, layout: L.Layout, offsets: list[int]) -> str:
         if t.name is not None:
             dims = ",".join(str(d) for d in t.value.shape)
             header = (
-                L._compact(t.name) + f':{{"dtype":"{t.st_dtype}","shape":[{dims}],"data_offsets":['
+                compact(t.name) + f':{{"dtype":"{t.st_dtype}","shape":[{dims}],"data_offsets":['
             )
         dtype = c_string(t.st_dtype)
         rows.append(
