@@ -64,6 +64,16 @@ int grt_enter(struct grt_ctx *c, const char *fn) {
     return GRT_OK;
 }
 
+int grt_begin(const struct grt_model *m, struct grt_ctx *c, const char *fn) {
+    if (!c)
+        return grt_fail(NULL, GRT_ERR_ARGUMENT, fn,
+                        "ctx is NULL: create a context with %s_create first", m->name);
+    if (c->m != m)
+        return grt_fail(NULL, GRT_ERR_ARGUMENT, fn,
+                        "ctx was created by another library; pass one %s_create made", m->name);
+    return grt_enter(c, fn);
+}
+
 void grt_leave(struct grt_ctx *c) { __atomic_store_n(&c->busy, 0, __ATOMIC_RELEASE); }
 
 const char *grt_status(const struct grt_ctx *c) { return c ? c->status : no_ctx_status; }
@@ -238,6 +248,8 @@ static int start_pool(const struct grt_model *m, struct grt_ctx *c, int n, const
         if (!threads || !args) {
             free(threads);
             free(args);
+            free(c->pool);
+            c->pool = NULL;
             return grt_fail(NULL, GRT_ERR_MEMORY, fn, "no memory for %d worker threads", n - 1);
         }
         /* Workers take no signals: the program's handlers run on its own threads. */
@@ -256,6 +268,8 @@ static int start_pool(const struct grt_model *m, struct grt_ctx *c, int n, const
             for (int i = 0; i < started; i++) pthread_join(threads[i], NULL);
             free(threads);
             free(args);
+            free(c->pool);
+            c->pool = NULL;
             return grt_fail(NULL, GRT_ERR_THREADS, fn,
                             "could not start worker thread %d of %d (%s); create the context "
                             "with fewer threads (num_threads, or GRAPHC_NUM_THREADS)",
@@ -472,14 +486,7 @@ static unsigned char *location(const struct grt_ctx *c, struct grt_location at) 
 
 int grt_run(const struct grt_model *m, struct grt_ctx *c, const char *fn,
             const void *const *args, float lr, void *result) {
-    if (!c)
-        return grt_fail(NULL, GRT_ERR_ARGUMENT, fn,
-                        "ctx is NULL: create a context with %s_create first", m->name);
-    if (c->m != m)
-        return grt_fail(NULL, GRT_ERR_ARGUMENT, fn,
-                        "ctx was created by another library's _create; pass one of %s's",
-                        m->name);
-    int rc = grt_enter(c, fn);
+    int rc = grt_begin(m, c, fn);
     if (rc) return rc;
     if (!m->training && !result) {
         rc = grt_fail(c, GRT_ERR_ARGUMENT, fn, "outputs is NULL: pass room for %lld bytes",

@@ -201,6 +201,8 @@ struct grt_ctx {
 GRT_HIDDEN int grt_fail(struct grt_ctx *c, int code, const char *fn, const char *format, ...)
     __attribute__((format(printf, 4, 5)));
 GRT_HIDDEN int grt_enter(struct grt_ctx *c, const char *fn);
+/* A call's start: ctx not NULL, made by this library, and taken (grt_enter). */
+GRT_HIDDEN int grt_begin(const struct grt_model *m, struct grt_ctx *c, const char *fn);
 GRT_HIDDEN void grt_leave(struct grt_ctx *c);
 
 #endif

@@ -157,6 +157,16 @@ static int read_string(struct reader *r, char *out, size_t cap) {
     return 0;
 }
 
+/* A string into buf if it fits, else skipped (buf empty): a key or value this reader does
+ * not need may be long. */
+static int read_short(struct reader *r, char *buf, size_t cap) {
+    const char *at = r->p;
+    if (read_string(r, buf, cap)) return 1;
+    r->p = at;
+    buf[0] = 0;
+    return read_string(r, NULL, 0);
+}
+
 /* A non-negative integer (sizes and offsets; graphc and safetensors write plain digits). */
 static int read_count(struct reader *r, int64_t *out) {
     skip_space(r);
@@ -280,11 +290,7 @@ static int parse_tensor(struct reader *r, struct file_tensor *t) {
     if (eat(r, '}')) return 0;
     do {
         char key[32];
-        if (!read_string(r, key, sizeof key)) {
-            if (!read_string(r, NULL, 0)) return 0;
-            key[0] = 0;
-        }
-        if (!eat(r, ':')) return 0;
+        if (!read_short(r, key, sizeof key) || !eat(r, ':')) return 0;
         if (strcmp(key, "dtype") == 0) {
             if (!read_string(r, t->dtype, sizeof t->dtype)) return 0;
             dtype = 1;
@@ -317,17 +323,13 @@ static int parse_metadata(struct reader *r, struct weights_file *f) {
         char key[32];
         char *into = NULL;
         size_t cap = 0;
-        if (!read_string(r, key, sizeof key)) {
-            if (!read_string(r, NULL, 0)) return 0;
-            key[0] = 0;
-        }
-        if (!eat(r, ':')) return 0;
+        if (!read_short(r, key, sizeof key) || !eat(r, ':')) return 0;
         if (strcmp(key, "format") == 0) into = f->format, cap = sizeof f->format;
         if (strcmp(key, "version") == 0) into = f->version, cap = sizeof f->version;
         if (strcmp(key, "crc32") == 0) into = f->crc32, cap = sizeof f->crc32;
         if (strcmp(key, "data_bytes") == 0)
             into = f->data_bytes_text, cap = sizeof f->data_bytes_text;
-        if (into ? !read_string(r, into, cap) : !skip_value(r, 1)) return 0;
+        if (into ? !read_short(r, into, cap) : !skip_value(r, 1)) return 0;
     } while (eat(r, ','));
     return eat(r, '}');
 }
@@ -477,10 +479,7 @@ static int missing(struct grt_ctx *c, const char *fn, const struct weights_file 
 
 int grt_load_weights(const struct grt_model *m, struct grt_ctx *c, const char *fn,
                      const char *path) {
-    if (!c)
-        return grt_fail(NULL, GRT_ERR_ARGUMENT, fn,
-                        "ctx is NULL: create a context with %s_create first", m->name);
-    int rc = grt_enter(c, fn);
+    int rc = grt_begin(m, c, fn);
     if (rc) return rc;
     if (!path || !*path) {
         rc = grt_fail(c, GRT_ERR_ARGUMENT, fn, "path is %s: pass the weights file to read",
@@ -649,10 +648,7 @@ static void sync_directory(const char *path) {
 
 int grt_save_weights(const struct grt_model *m, struct grt_ctx *c, const char *fn,
                      const char *path) {
-    if (!c)
-        return grt_fail(NULL, GRT_ERR_ARGUMENT, fn,
-                        "ctx is NULL: create a context with %s_create first", m->name);
-    int rc = grt_enter(c, fn);
+    int rc = grt_begin(m, c, fn);
     if (rc) return rc;
     if (!path || !*path) {
         rc = grt_fail(c, GRT_ERR_ARGUMENT, fn, "path is %s: pass the file to write",
