@@ -60,10 +60,16 @@ def find_compiler() -> Compiler:
             first = (out.stdout.strip().splitlines() or [path])[0]
             return Compiler((path, *argv[1:]), first)
     looked = f"$CC ({env})" if env else ", ".join(CANDIDATES)
+    linker = shutil.which("ld")
+    also = (
+        f"; the linker {linker} alone is not enough, the library's runtime is C source"
+        if linker
+        else ""
+    )
     raise ExportError(
         f"graphc export needs a C compiler to build and link the library, and found none "
-        f"(looked for {looked} on PATH). Install one (Debian/Ubuntu: apt-get install gcc; "
-        "Fedora: dnf install gcc) or point $CC at it"
+        f"(looked for {looked} on PATH{also}). Install one (Debian/Ubuntu: apt-get install "
+        "gcc; Fedora: dnf install gcc) or point $CC at it"
     )
 
 
