@@ -105,6 +105,9 @@ def build_library(
         tgt = native.export_target(target)
     except ValueError as e:
         raise ExportError(str(e)) from None
+    out_dir = Path(path)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"{out_dir} is a file; pass the directory to write the library into")
     compiler = build.find_compiler()  # before the work: a missing compiler fails fast
     timings: dict[str, float | str] = {}
     entry = _trace(traced_fn, example_inputs, native.vectors(tgt))
@@ -121,7 +124,6 @@ def build_library(
     timings["machine code"] = t2 - t1
     timings["machine code cache"] = str(info.get("cache"))
     checked, unchecked = required(tgt.kind, tgt.features, tgt.triple)
-    out_dir = Path(path)
     out_dir.mkdir(parents=True, exist_ok=True)
     description = _description(fn, layout, entry)
     with tempfile.TemporaryDirectory(prefix="graphc-export-") as tmp:
