@@ -450,6 +450,9 @@ def test_export_errors_say_what_to_do(tmp_path, monkeypatch):
         graphc.export(net, graphc.zeros(2, 3, 32, 32), path=tmp_path)
     with pytest.raises(ExportError, match="cannot prefix C functions"):
         graphc.export(net.eval(), graphc.zeros(2, 3, 32, 32), path=tmp_path, name="2net")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ExportError, match="is a file; pass the directory"):
+        graphc.export(net.eval(), graphc.zeros(2, 3, 32, 32), path=tmp_path / "file")
     with pytest.raises(ExportError, match="unknown target 'sse9'"):
         graphc.export(net, graphc.zeros(2, 3, 32, 32), path=tmp_path, target="sse9")
     monkeypatch.setenv("PATH", str(tmp_path))
