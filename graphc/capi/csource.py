@@ -24,7 +24,7 @@ OPS = {
 }
 SCALAR_DTYPES = {"float32": "GRT_F32", "float64": "GRT_F64", "int64": "GRT_I64"}
 PIECES = {"text": "GRT_PIECE_TEXT", "state": "GRT_PIECE_STATE", "lr": "GRT_PIECE_LR"}
-C_TYPES = {"float32": "float", "int64": "int64_t"}
+C_TYPES = {"float32": "floats", "int64": "int64_t values"}
 
 
 @dataclass(frozen=True)
@@ -80,9 +80,9 @@ def upper(name: str) -> str:
 
 
 def argument_hint(layout: L.Layout, arg: L.Argument) -> str:
-    ctype = C_TYPES[arg.node.dtype.name]
+    values = C_TYPES[arg.node.dtype.name]
     shape = ", ".join(map(str, arg.node.shape))
-    return f"{arg.count} {ctype}s ({upper(layout.name)}_{upper(arg.name)}_SIZE: [{shape}])"
+    return f"{arg.count} {values} ({upper(layout.name)}_{upper(arg.name)}_SIZE: [{shape}])"
 
 
 def model_source(
@@ -226,9 +226,20 @@ class _Writer:
         if not items:
             return
         self.defined.add(name)
+        one_line = f"static const {ctype} {name}[] = {{{', '.join(items)}}};"
+        if len(one_line) <= 96:
+            self.line(one_line)
+            self.line()
+            return
         self.line(f"static const {ctype} {name}[] = {{")
-        for item in items:
-            self.line(f"    {item},")
+        row = ""
+        for item in items:  # short items several to a line, long ones alone
+            if row and len(row) + len(item) + 2 > 92:
+                self.line(f"    {row}")
+                row = ""
+            row = f"{row} {item}," if row else f"{item},"
+        if row:
+            self.line(f"    {row}")
         self.line("};")
         self.line()
 
