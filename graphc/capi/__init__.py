@@ -19,6 +19,7 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,7 +61,7 @@ class Exported:
 
 
 def export(
-    fn,
+    fn: object,
     *example_inputs,
     path: str | os.PathLike,
     name: str | None = None,
@@ -83,12 +84,12 @@ def export(
 
 
 def build_library(
-    fn,
-    example_inputs,
-    path,
-    name=None,
-    target=None,
-    threads=None,
+    fn: object,
+    example_inputs: Sequence,
+    path: str | os.PathLike,
+    name: str | None = None,
+    target: str | None = None,
+    threads: int | None = None,
     simulate_cpu: str | None = None,
 ) -> Exported:
     """export(); `simulate_cpu` (tests): the library's CPU check sees only these features
@@ -109,69 +110,30 @@ def build_library(
     if out_dir.exists() and not out_dir.is_dir():
         raise ExportError(f"{out_dir} is a file; pass the directory to write the library into")
     compiler = build.find_compiler()  # before the work: a missing compiler fails fast
-    timings: dict[str, float | str] = {}
     entry = _trace(traced_fn, example_inputs, native.vectors(tgt))
     if kind is None:  # a function: a step takes (inputs, labels), a forward (inputs)
         arguments = sum(isinstance(s, ArgSource) for s in entry.sources)
         kind = L.INFERENCE if arguments == 1 else L.TRAIN
     layout = build_layout(entry, name, kind)
     t1 = time.perf_counter()
-    timings["trace and passes"] = t1 - t0
     objects, info = native.step_objects(layout.graph, tgt)
-    threaded = threads != 1
-    pool = native.pool_object(tgt) if threaded else None
+    if threads != 1:
+        objects = objects + [native.pool_object(tgt)]
     t2 = time.perf_counter()
-    timings["machine code"] = t2 - t1
-    timings["machine code cache"] = str(info.get("cache"))
+    timings: dict[str, float | str] = {
+        "trace and passes": t1 - t0,
+        "machine code": t2 - t1,
+        "machine code cache": str(info.get("cache")),
+    }
     checked, unchecked = required(tgt.kind, tgt.features, tgt.triple)
     out_dir.mkdir(parents=True, exist_ok=True)
-    description = _description(fn, layout, entry)
-    with tempfile.TemporaryDirectory(prefix="graphc-export-") as tmp:
-        build_dir = Path(tmp)
-        objs = []
-        for i, obj in enumerate(objects + ([pool] if pool is not None else [])):
-            objs.append(build_dir / f"code{i}.o")
-            objs[-1].write_bytes(obj)
-        blob, offsets = image(layout)
-        (build_dir / "image.bin").write_bytes(blob)
-        (build_dir / f"{name}.h").write_text(header_source(layout, description, threads))
-        c_target = Target(tgt.kind, tgt.cpu, checked, threads)
-        source = model_source(
-            layout,
-            c_target,
-            str(build_dir / "image.bin"),
-            offsets,
-            (native.POOL_BYTES, native.JOB_SLOT),
-        )
-        (build_dir / "model.c").write_text(source)
-        t3 = time.perf_counter()
-        runtime = build.runtime_objects(compiler, threaded, build_dir, simulate_cpu)
-        model = build.compile_model(compiler, build_dir / "model.c", build_dir)
-        t4 = time.perf_counter()
-        timings["C runtime and tables"] = t4 - t3
-        library = out_dir / f"lib{name}.so"
-        exported = [f"{name}_{f}" for f in _functions(kind)]
-        fd, partial = tempfile.mkstemp(prefix=f".lib{name}.", suffix=".so", dir=out_dir)
-        os.close(fd)
-        try:
-            build.link(
-                compiler,
-                objs + runtime + [model],
-                exported,
-                library.name,
-                Path(partial),
-                threaded,
-                build_dir,
-            )
-            _sync(Path(partial))
-            os.chmod(partial, 0o755 & ~_umask())  # as cc would leave it, not mkstemp's 0600
-            os.replace(partial, library)
-        finally:
-            if os.path.exists(partial):
-                os.unlink(partial)
-        timings["link"] = time.perf_counter() - t4
-        header = out_dir / f"{name}.h"
-        _write(header, (build_dir / f"{name}.h").read_bytes())
+    sources = _Sources(
+        layout,
+        Target(tgt.kind, tgt.cpu, checked, threads),
+        header_source(layout, _description(layout, entry), threads),
+        (native.POOL_BYTES, native.JOB_SLOT),
+    )
+    library, header = _build(compiler, sources, objects, out_dir, timings, simulate_cpu)
     target_info = {
         "kind": tgt.kind,
         "triple": tgt.triple,
@@ -187,12 +149,71 @@ def build_library(
     return Exported(name, kind, library, header, abi_path, tgt.kind, seconds, timings)
 
 
+@dataclass
+class _Sources:
+    """What is generated for one library besides the machine code."""
+
+    layout: L.Layout
+    target: Target
+    header: str
+    pool: tuple[int, int]  # the thread pool's size and its JOB slot (codegen/threads.py)
+
+
+def _build(
+    compiler,
+    sources: _Sources,
+    objects: list[bytes],
+    out_dir: Path,
+    timings: dict[str, float | str],
+    simulate_cpu: str | None,
+) -> tuple[Path, Path]:
+    """Compiles the C parts, links the library into out_dir (a temporary name, fsync,
+    rename) and writes its header; returns their paths."""
+    from graphc.capi import build
+
+    name, threaded = sources.layout.name, sources.target.threads != 1
+    with tempfile.TemporaryDirectory(prefix="graphc-export-") as tmp:
+        build_dir = Path(tmp)
+        t0 = time.perf_counter()
+        objs = []
+        for i, obj in enumerate(objects):
+            objs.append(build_dir / f"code{i}.o")
+            objs[-1].write_bytes(obj)
+        blob, offsets = image(sources.layout)
+        (build_dir / "image.bin").write_bytes(blob)
+        (build_dir / f"{name}.h").write_text(sources.header)
+        text = model_source(
+            sources.layout, sources.target, str(build_dir / "image.bin"), offsets, sources.pool
+        )
+        (build_dir / "model.c").write_text(text)
+        objs += build.runtime_objects(compiler, threaded, build_dir, simulate_cpu)
+        objs.append(build.compile_model(compiler, build_dir / "model.c", build_dir))
+        t1 = time.perf_counter()
+        timings["C runtime and tables"] = t1 - t0
+        library = out_dir / f"lib{name}.so"
+        exported = [f"{name}_{f}" for f in _functions(sources.layout.kind)]
+        fd, partial = tempfile.mkstemp(prefix=f".lib{name}.", suffix=".so", dir=out_dir)
+        os.close(fd)
+        try:
+            build.link(compiler, objs, exported, library.name, Path(partial), threaded, build_dir)
+            _sync(Path(partial))
+            os.chmod(partial, 0o755 & ~_umask())  # as cc would leave it, not mkstemp's 0600
+            os.replace(partial, library)
+        finally:
+            if os.path.exists(partial):
+                os.unlink(partial)
+        timings["link"] = time.perf_counter() - t1
+    header = out_dir / f"{name}.h"
+    _write(header, sources.header.encode())
+    return library, header
+
+
 def _functions(kind: str) -> list[str]:
     run = "step" if kind == L.TRAIN else "forward"
     return ["create", run, "load_weights", "save_weights", "status", "num_threads", "destroy"]
 
 
-def _what(fn):
+def _what(fn: object) -> tuple[str | None, Callable, str]:
     """(kind, the function to trace, its default name) for what graphc.export was given."""
     from graphc.frontend.compile import CompiledFunction, CompiledModule
     from graphc.nn.module import Module
@@ -232,7 +253,7 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _trace(fn, example_inputs, vectors):
+def _trace(fn: Callable, example_inputs: Sequence, vectors) -> object:
     """The step traced and optimised as graphc.compile does for these inputs (tiles planned
     for the library's vectors), not compiled: no machine code runs in this process."""
     from graphc.frontend.compile import CompiledFunction
@@ -247,7 +268,7 @@ def _trace(fn, example_inputs, vectors):
     return CompiledFunction(fn, backend=capture).trace(*example_inputs)
 
 
-def _description(fn, layout: L.Layout, entry) -> str:
+def _description(layout: L.Layout, entry) -> str:
     x = next(a for a in layout.arguments if a.name == "inputs").node
     from graphc.nn.module import Module
 

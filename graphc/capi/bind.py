@@ -106,7 +106,9 @@ def _model(owners) -> dict:
     return dict(top.state_dict(keep_vars=True))
 
 
-def _bind_inputs(graph: Graph, sources, state: StateBlock):
+def _bind_inputs(
+    graph: Graph, sources: list, state: StateBlock
+) -> tuple[list[Argument], list[Binding], dict[tuple[int, int], int]]:
     """(arguments, a binding per graph input, {(id(host group), k): graph input index});
     scalar bindings get their slots once the host program is known."""
     arguments: list[Argument] = []
@@ -132,7 +134,9 @@ def _bind_inputs(graph: Graph, sources, state: StateBlock):
     return arguments, inputs, host_inputs
 
 
-def _bind_outputs(entry, kind: str, inputs: list[Binding], state: StateBlock):
+def _bind_outputs(
+    entry, kind: str, inputs: list[Binding], state: StateBlock
+) -> tuple[Location, Node, list[tuple[Location, int]], list[dict]]:
     """(the result's location and node, the state updates not written in place, a row per
     output for NAME.json)."""
     graph = entry.graph

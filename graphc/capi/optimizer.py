@@ -5,13 +5,16 @@ every call from the recipes the host functions carry (graphc/host_scalars.py).""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 
 from graphc.capi.layout import ExportError, OptimizerEntry, Scalar, StateBlock, Stored
 from graphc.host_scalars import AdamScalars, RandomScalars, SGDScalars
 
 
-def find_optimizer(owners):
+def find_optimizer(owners: Sequence[object]) -> Any:
     """The optimizer the step stepped, if any."""
     optimizers = [o for o in owners if hasattr(o, "param_groups")]
     if len(optimizers) > 1:
@@ -71,7 +74,9 @@ def learning_rates(optimizer) -> tuple[list[float], list[float]]:
     return ratio, lrs
 
 
-def scalar_program(groups, optimizer, entries, state: StateBlock):
+def scalar_program(
+    groups: Sequence, optimizer: Any, entries: list[OptimizerEntry], state: StateBlock
+) -> tuple[list[tuple[tuple[int, int], Scalar]], int | None]:
     """Every host function's values in call order, as recipe ops, each keyed by (id(group),
     k) so its graph input finds its slot; and the random-number state's index, if any.
     Values no graph input reads are computed too: the functions' effects (a step count, a
