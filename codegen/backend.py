@@ -97,19 +97,7 @@ def native_executable(
     """`profile` and `fault` build instrumented variants (see codegen/lower.py)."""
     jit.load_system_libraries()
     target = host_target()
-    # The structural hash leaves the memory plan out, but one graph can carry several plans
-    # (plan_memory(reuse=False) for graphc check): the plan is part of the key.
-    # Likewise the parallel plan (which kernels run through the thread pool) and the tile
-    # plan (lower() replans tiles for other vectors than this target's, so only a plan for
-    # these vectors is what the code will follow).
-    plans = graph.meta["memory"].summary(graph)
-    if "parallel" in graph.meta:
-        plans += "\n" + graph.meta["parallel"].summary(graph)
-    if "tiles" in graph.meta:
-        plans += "\n" + graph.meta["tiles"].cache_text()
-    plan_digest = hashlib.sha256(plans.encode()).hexdigest()
-    variant = f"|profile={profile}|fault={fault}|plan={plan_digest[:16]}"
-    key = cache.cache_key(graph.structural_hash() + variant, target_key(target))
+    key = step_key(graph, target, profile, fault)
     objs, build = _unpack(cache.load(key)), None
     timings = {"cache": "hit" if objs is not None else "miss"}
     times = jit.CompileTimes()
@@ -168,16 +156,56 @@ def native_executable(
     return exe
 
 
+def step_key(graph: Graph, target: Target, profile: bool = False, fault: str | None = None) -> str:
+    """The cache key of a step's objects."""
+    # The structural hash leaves the memory plan out, but one graph can carry several plans
+    # (plan_memory(reuse=False) for graphc check): the plan is part of the key.
+    # Likewise the parallel plan (which kernels run through the thread pool) and the tile
+    # plan (lower() replans tiles for other vectors than this target's, so only a plan for
+    # these vectors is what the code will follow).
+    plans = graph.meta["memory"].summary(graph)
+    if "parallel" in graph.meta:
+        plans += "\n" + graph.meta["parallel"].summary(graph)
+    if "tiles" in graph.meta:
+        plans += "\n" + graph.meta["tiles"].cache_text()
+    plan_digest = hashlib.sha256(plans.encode()).hexdigest()
+    variant = f"|profile={profile}|fault={fault}|plan={plan_digest[:16]}"
+    return cache.cache_key(graph.structural_hash() + variant, target_key(target))
+
+
+def step_objects(graph: Graph, target: Target) -> tuple[list[bytes], dict[str, object]]:
+    """The relocatable objects of a step compiled for `target` (which need not be this CPU),
+    and what producing them cost: from the cache, or compiled, test-linked and cached now,
+    under the key native_executable uses. They are position-independent, so they link into
+    a shared library as well as into the JIT (graphc export). The entry expects a thread
+    pool's `parallel_for` and pool in its `threads` argument, as native_executable passes."""
+    jit.load_system_libraries()
+    key = step_key(graph, target)
+    objs = _unpack(cache.load(key))
+    if objs is not None:
+        return objs, {"cache": "hit"}
+    times = jit.CompileTimes()
+    build = _build(graph, target, False, None, times)
+    jit.load_object(build.objects, [ENTRY], times)  # a bad object is never cached
+    for bundle_key, (records, obj) in build.new_bundles.items():
+        cache.store(
+            kernel_key(bundle_key, target), cache.pack_kernel({"codes": records}, obj), KERNELS
+        )
+    cache.store(key, _pack(build.objects))
+    info: dict[str, object] = {"cache": "miss", **build.timings}
+    info.update(llvm_optimize=times.optimize, llvm_codegen=times.codegen + times.parse)
+    return build.objects, info
+
+
 KERNELS = "kernels"  # the cache's directory of kernel codes
 
 
 # ---- warm starts: a trace seen before runs without the passes --------------------------------
 
 STEPS = "steps"  # the cache's directory of step records
-_STEP = struct.Struct("<Q")
 
 
-def step_key(traced: Graph, target: Target) -> str:
+def trace_key(traced: Graph, target: Target) -> str:
     """The key of a traced graph (with its meta: state updates, the vectors): the passes are
     deterministic, so it names the compiled step as well as the optimised graph's key does."""
     meta = repr(sorted((k, repr(v)) for k, v in traced.meta.items()))
@@ -191,14 +219,14 @@ def remember(traced: Graph, exe: NativeExecutable) -> None:
     if key is None:
         return
     record = {"graph_key": key, "arena_bytes": len(exe.arena), "slots": exe.slot_table()}
-    cache.store(step_key(traced, host_target()), json.dumps(record).encode(), STEPS)
+    cache.store(trace_key(traced, host_target()), json.dumps(record).encode(), STEPS)
 
 
 def warm_executable(traced: Graph) -> NativeExecutable | None:
     """The executable of a trace compiled before (see remember), or None."""
     t0 = time.perf_counter()
     target = host_target()
-    raw = cache.load(step_key(traced, target), STEPS)
+    raw = cache.load(trace_key(traced, target), STEPS)
     if raw is None:
         return None
     try:

@@ -544,15 +544,27 @@ def _make_libc_resolvable() -> None:
             llvm.add_symbol(name, ctypes.cast(getattr(libc, name), ctypes.c_void_p).value)
 
 
-def _load_cached(module: ir.Module, target: Target, symbols) -> jit.JitLibrary:
-    """Compile `module` (or take its object code from the on-disk cache) and load it."""
+def _object(module: ir.Module, target: Target) -> bytes:
+    """`module`'s object code, from the on-disk cache or compiled (and cached) now."""
     text = str(module)
     key = cache.cache_key(hashlib.sha256(text.encode()).hexdigest(), target.cache_key())
     obj = cache.load(key)
     if obj is None:
         obj = jit.emit_object(text, target, opt=2)
         cache.store(key, obj)
-    return jit.load_object(obj, symbols)
+    return obj
+
+
+def _load_cached(module: ir.Module, target: Target, symbols) -> jit.JitLibrary:
+    """Compile `module` (or take its object code from the on-disk cache) and load it."""
+    return jit.load_object(_object(module, target), symbols)
+
+
+def pool_object(target: Target) -> bytes:
+    """The pool's functions (SYMBOLS) as position-independent object code for `target`, for
+    a library that starts its own workers (graphc export); it calls libc's syscall and
+    sched_yield."""
+    return _object(emit_module(target), target)
 
 
 @functools.cache
