@@ -34,7 +34,7 @@ def host_vectors() -> VectorUnit:
 SPLIT_MIN_INSTRUCTIONS = 4_000
 ESTIMATED_INSTRUCTIONS = {"conv2d": 2_500, "conv2d_input_grad": 2_500, "conv2d_weight_grad": 2_500}
 ESTIMATED_OTHER = 150  # loops, pooling, matmuls (matmuls are small unless blocked)
-ENTRY_PER_KERNEL = 12  # the entry's instructions per kernel it calls
+ENTRY_PER_KERNEL = 12  # this process writes the entry (Python), per kernel it calls
 JOBS_VAR = "GRAPHC_COMPILE_JOBS"
 
 
@@ -317,12 +317,15 @@ def _build(graph: Graph, target: Target, profile: bool, fault: str | None, times
             lw, own, progress=lambda done, total: status.update("lowering", done, total)
         )
         lowering = time.perf_counter() - t1
+        waited = 0.0  # for the parts: their records, then their objects
         codes = dict(known)
         codes.update((c.digest, c) for e in emitted for c in e.codes)
         waiting = []
         for bundles, part in forked:
             try:
+                tw = time.perf_counter()
                 frame = part.wait_for(1, parts.TIMEOUT_S + parts.SLACK * lowering)[0]
+                waited += time.perf_counter() - tw
                 records = parts.records_of(frame, bundles)
             except jit.JitError as e:  # this process lowers the share itself
                 problems.append(str(e))
@@ -354,9 +357,11 @@ def _build(graph: Graph, target: Target, profile: bool, fault: str | None, times
         own_seconds = time.perf_counter() - t2
         for bundles, part, records in waiting:
             try:
+                tw = time.perf_counter()
                 frames = part.wait_for(
                     1 + len(bundles), parts.TIMEOUT_S + parts.SLACK * own_seconds
                 )
+                waited += time.perf_counter() - tw
                 compiled = [parts.object_of(f) for f in frames[1:]]
             except jit.JitError as e:  # lowered and compiled here after all
                 problems.append(str(e))
@@ -390,7 +395,7 @@ def _build(graph: Graph, target: Target, profile: bool, fault: str | None, times
         [entry] + known_objects + objects,
         lowered,
         new,
-        {"kernel lookup": t1 - t0, "lower": t2 - t1},
+        {"kernel lookup": t1 - t0, "lower": t2 - t1, "waiting for parts": waited},
         1 + len(waiting),
         problems,
         report,
