@@ -10,17 +10,17 @@ import time
 
 import numpy as np
 import pytest
+from steps import planned_graph
+from test_compile_scaling import DeepMLP
 from test_parallel_native import run_twice
 from test_tiles import planned_step
 
 import graphc
-import graphc.nn as nn
 import graphc.nn.functional as F
 from graphc.codegen import backend, jit, parts
 from graphc.codegen.backend import compile_jobs, native_executable
 from graphc.codegen.lower import lower
 from graphc.codegen.target import host_target
-from graphc.frontend.compile import CompiledFunction
 from graphc.interpreter import interpret
 
 
@@ -77,58 +77,13 @@ def test_a_cached_step_is_a_hit_and_runs_the_same(fresh_cache, monkeypatch):
     assert run_twice(first, arrays) == run_twice(again, arrays)
 
 
-class _Deep(nn.Module):
-    def __init__(self, depth: int, width: int = 24):
-        super().__init__()
-        self.inp = nn.Linear(12, width)
-        self.hidden = nn.ModuleList([nn.Linear(width, width) for _ in range(depth)])
-        self.out = nn.Linear(width, 5)
-
-    def forward(self, x):
-        x = F.relu(self.inp(x))
-        for layer in self.hidden:
-            x = F.relu(layer(x))
-        return self.out(x)
-
-
 def _deep_step(depth: int):
-    """The training graph of a `depth`-layer MLP and inputs for it (with the interpreter's
-    answers), planned for this host."""
-    from test_tiles import _planned_for_host
-
+    """The training graph of a `depth`-layer MLP and inputs for it, planned for this host."""
     graphc.manual_seed(depth)
-    net = _Deep(depth)
-    opt = graphc.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-
-    def step(x, y):
-        opt.zero_grad()
-        loss = F.cross_entropy(net(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
     rng = np.random.default_rng(depth)
-    x = rng.standard_normal((7, 12)).astype(np.float32)
-    y = rng.integers(0, 5, 7).astype(np.int64)
-    graph = (
-        CompiledFunction(step, backend=_planned_for_host)
-        .trace(graphc.from_numpy(x), graphc.from_numpy(y))
-        .graph
-    )
-    params = {name: p.detach().numpy() for name, p in net.named_parameters()}
-    arrays = []
-    for node in graph.inputs:
-        if node.name in params:
-            arrays.append(params[node.name].copy())
-        elif node.dtype.name == "int64":
-            arrays.append(y.copy())
-        elif tuple(node.shape) == x.shape:
-            arrays.append(x.copy())
-        elif node.shape == ():
-            arrays.append(np.array(0.1, np.float32))
-        else:
-            arrays.append(np.zeros(node.shape, node.dtype.np))
-    return graph, arrays
+    x = rng.standard_normal((7, 3, 2, 2)).astype(np.float32)
+    y = rng.integers(0, 10, 7).astype(np.int64)
+    return planned_graph(DeepMLP(depth, width=24, inputs=12), x, y, lr=0.1)
 
 
 def test_repeated_layers_share_code_and_compute_what_the_interpreter_does(fresh_cache):
