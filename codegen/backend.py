@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-import os
 import struct
 import time
-from dataclasses import dataclass
 
-from graphc import debug, status
-from graphc.codegen import cache, jit, parts
+from graphc import debug
+from graphc.codegen import cache, jit
 from graphc.codegen.target import Target, host_target
-from graphc.distributed.group import launched_size
 from graphc.ir import Graph
 from graphc.passes.tiles import VectorUnit
 from graphc.runtime import NativeExecutable, OutputSlot
-from graphc.threads import get_num_threads, usable_cores
 
 ENTRY = "graphc_entry"  # the symbol codegen/lower.py emits
 
@@ -25,36 +20,6 @@ ENTRY = "graphc_entry"  # the symbol codegen/lower.py emits
 def host_vectors() -> VectorUnit:
     """The vectors native code is generated for: what the plan_tiles pass plans for."""
     return host_target().vector_unit()
-
-
-# Bundles of kernel codes are lowered and compiled in forked processes (codegen/parts.py)
-# only when there is this much work, in LLVM instructions as emitted (about 25 us each here):
-# a fork costs little, but below this one process is done before a second one would help.
-# The work of a bundle is estimated before it is emitted, from its kernels' kinds.
-SPLIT_MIN_INSTRUCTIONS = 4_000
-ESTIMATED_INSTRUCTIONS = {"conv2d": 2_500, "conv2d_input_grad": 2_500, "conv2d_weight_grad": 2_500}
-ESTIMATED_OTHER = 150  # loops, pooling, matmuls (matmuls are small unless blocked)
-ENTRY_PER_KERNEL = 12  # this process writes the entry (Python), per kernel it calls
-JOBS_VAR = "GRAPHC_COMPILE_JOBS"
-
-
-def compile_jobs(estimate: int) -> int:
-    """How many processes lower and compile new kernels estimated at `estimate`
-    instructions: GRAPHC_COMPILE_JOBS if set (at most that many); else one per core this
-    process may use (and threads it may run, graphc.set_num_threads), unless it is one of
-    several MPI ranks or cannot fork; 1 below SPLIT_MIN_INSTRUCTIONS."""
-    value = os.environ.get(JOBS_VAR, "").strip()
-    if value:
-        if not value.isdigit() or int(value) < 1:
-            raise ValueError(f"{JOBS_VAR}={value!r}: expected a positive whole number")
-        jobs = int(value)
-    elif launched_size() > 1:
-        jobs = 1
-    else:
-        jobs = min(usable_cores(), get_num_threads())
-    if not parts.fork_possible():
-        jobs = 1
-    return jobs if estimate >= SPLIT_MIN_INSTRUCTIONS else 1
 
 
 _PARTS = struct.Struct("<I")
@@ -102,17 +67,16 @@ def native_executable(
     timings = {"cache": "hit" if objs is not None else "miss"}
     times = jit.CompileTimes()
     if objs is None:
-        build = _build(graph, target, profile, fault, times)
+        # Imported here: a warm start never needs the emitters (~25 ms to import).
+        from graphc.codegen.build import Build
+
+        build = Build(graph, target, target_key(target), profile, fault, times).run()
         objs = build.objects
         timings.update(build.timings)
     library = jit.load_object(objs, [ENTRY], times)
     if build is not None:  # stored once it has linked: a bad object is never cached
         t_store = time.perf_counter()
-        for bundle_key, (records, obj) in build.new_bundles.items():
-            cache.store(
-                kernel_key(bundle_key, target), cache.pack_kernel({"codes": records}, obj), KERNELS
-            )
-        cache.store(key, _pack(objs))
+        _store(build, key)
         timings["cache store"] = time.perf_counter() - t_store
     timings.update(
         llvm_optimize=times.optimize,
@@ -184,20 +148,26 @@ def step_objects(graph: Graph, target: Target) -> tuple[list[bytes], dict[str, o
     objs = _unpack(cache.load(key))
     if objs is not None:
         return objs, {"cache": "hit"}
+    from graphc.codegen.build import Build
+
     times = jit.CompileTimes()
-    build = _build(graph, target, False, None, times)
+    build = Build(graph, target, target_key(target), times=times).run()
     jit.load_object(build.objects, [ENTRY], times)  # a bad object is never cached
-    for bundle_key, (records, obj) in build.new_bundles.items():
-        cache.store(
-            kernel_key(bundle_key, target), cache.pack_kernel({"codes": records}, obj), KERNELS
-        )
-    cache.store(key, _pack(build.objects))
+    _store(build, key)
     info: dict[str, object] = {"cache": "miss", **build.timings}
     info.update(llvm_optimize=times.optimize, llvm_codegen=times.codegen + times.parse)
     return build.objects, info
 
 
-KERNELS = "kernels"  # the cache's directory of kernel codes
+def _store(build, key: str) -> None:
+    """A build's (codegen/build.py) new bundles, each under its own key, and the whole step
+    under `key`."""
+    from graphc.codegen.build import KERNELS, kernel_key
+
+    for bundle_key, (records, obj) in build.new_bundles.items():
+        payload = cache.pack_kernel({"codes": records}, obj)
+        cache.store(kernel_key(bundle_key, target_key(build.target)), payload, KERNELS)
+    cache.store(key, _pack(build.objects))
 
 
 # ---- warm starts: a trace seen before runs without the passes --------------------------------
@@ -255,231 +225,6 @@ def warm_executable(traced: Graph) -> NativeExecutable | None:
     exe.cache_key = str(record["graph_key"])
     exe.compile_parts, exe.compile_problems, exe.compile_report = 1, [], None
     return exe
-
-
-def kernel_key(bundle_key: str, target: Target) -> str:
-    """The cache key of a bundle of kernel codes, shared by every graph that calls them."""
-    return cache.cache_key(f"kernels|{bundle_key}", target_key(target))
-
-
-@dataclass
-class _Build:
-    objects: list[bytes]
-    lowered: object  # codegen.lower.Lowered
-    new_bundles: dict[str, tuple[list[dict], bytes]]  # bundle key -> (records, object)
-    timings: dict[str, float]
-    processes: int
-    problems: list[str]
-    report: CompileReport
-
-
-def _build(graph: Graph, target: Target, profile: bool, fault: str | None, times) -> _Build:
-    """Lower and compile what the cache does not already hold: the entry always, each bundle
-    of kernel codes unless an earlier step compiled it; bundles are shared with forked
-    processes (codegen/parts.py) when there is enough work for them."""
-    # Imported here: a warm start (cache hit) never needs the emitters (~25 ms to import).
-    from graphc.codegen.lower import KernelModule, emit_bundles, link_entry, prepare
-
-    t0 = time.perf_counter()
-    status.update("kernel cache")
-    lw = prepare(graph, target)
-    known: dict[str, KernelModule] = {}
-    known_objects: list[bytes] = []
-    todo = []
-    for bundle in lw.bundles:
-        hit = _cached_bundle(bundle, target)
-        if hit is None:
-            todo.append(bundle)
-            continue
-        records, obj = hit
-        known.update((r["digest"], KernelModule.from_record(r)) for r in records)
-        known_objects.append(obj)
-    kinds = {k.name: k.kind for k in graph.meta["schedule"].kernels}
-    t1 = time.perf_counter()
-    sizes = [_estimate(lw, kinds, b) for b in todo]
-    head = ENTRY_PER_KERNEL * len(kinds)  # this process also writes and compiles the entry
-    jobs = [jit.CompileJob(b.name, "", size) for b, size in zip(todo, sizes, strict=True)]
-    shares = jit.assign(jobs, compile_jobs(sum(sizes) + head), head_start=head)
-    problems: list[str] = []
-    forked: list[tuple[list, parts.Part]] = []
-    own = [todo[i] for i in shares[0]]
-    try:
-        for share in shares[1:]:
-            if not share:
-                continue
-            bundles = [todo[i] for i in share]
-            try:
-                forked.append((bundles, parts.Part(parts.compile_work(lw, bundles))))
-            except OSError as e:  # no process to spare: this one does the share
-                problems.append(f"could not fork: {e}")
-                own += bundles
-        emitted = emit_bundles(
-            lw, own, progress=lambda done, total: status.update("lowering", done, total)
-        )
-        lowering = time.perf_counter() - t1
-        waited = 0.0  # for the parts: their records, then their objects
-        codes = dict(known)
-        codes.update((c.digest, c) for e in emitted for c in e.codes)
-        waiting = []
-        for bundles, part in forked:
-            try:
-                tw = time.perf_counter()
-                frame = part.wait_for(1, parts.TIMEOUT_S + parts.SLACK * lowering)[0]
-                waited += time.perf_counter() - tw
-                records = parts.records_of(frame, bundles)
-            except jit.JitError as e:  # this process lowers the share itself
-                problems.append(str(e))
-                part.kill()
-                more = emit_bundles(lw, bundles)
-                emitted += more
-                codes.update((c.digest, c) for e in more for c in e.codes)
-                continue
-            for bundle_records in records:
-                codes.update((r["digest"], KernelModule.from_record(r)) for r in bundle_records)
-            waiting.append((bundles, part, records))
-        lowered = link_entry(lw, codes, emitted, profile, fault)
-        t2 = time.perf_counter()
-        processes = f" ({1 + len(waiting)} processes)" if waiting else ""
-        status.update(f"LLVM{processes}")
-        # The entry is glue (a call per kernel, run once per step): LLVM's optimisation
-        # would take 0.2 s on ResNet-20's for nothing measurable.
-        entry = jit.emit_object(lowered.module, target, 0, times, siblings=list(lowered.codes))
-        entry_times = dataclasses.replace(times)
-        total = len(emitted) + sum(len(b) for b, _, _ in waiting)
-        objects: list[bytes] = []
-        new: dict[str, tuple[list[dict], bytes]] = {}
-        rows: list[KernelCost] = []
-        for e in emitted:
-            obj = _compile_here(e, lw, times, rows)
-            objects.append(obj)
-            new[e.bundle.key] = ([c.record() for c in e.codes], obj)
-            status.update(f"LLVM{processes}", len(objects), total)
-        own_seconds = time.perf_counter() - t2
-        for bundles, part, records in waiting:
-            try:
-                tw = time.perf_counter()
-                frames = part.wait_for(
-                    1 + len(bundles), parts.TIMEOUT_S + parts.SLACK * own_seconds
-                )
-                waited += time.perf_counter() - tw
-                compiled = [parts.object_of(f) for f in frames[1:]]
-            except jit.JitError as e:  # lowered and compiled here after all
-                problems.append(str(e))
-                part.kill()
-                for e2 in emit_bundles(lw, bundles):
-                    obj = _compile_here(e2, lw, times, rows)
-                    objects.append(obj)
-                    new[e2.bundle.key] = ([c.record() for c in e2.codes], obj)
-                continue
-            for bundle, recs, (obj, t) in zip(bundles, records, compiled, strict=True):
-                objects.append(obj)
-                new[bundle.key] = (recs, obj)
-                rows += _record_rows(recs, t)
-            status.update(f"LLVM{processes}", len(objects), total)
-    finally:  # (reaps the children that finished; an error must not leave any running)
-        for _, part in forked:
-            part.kill()
-    for r in rows:  # who calls each code, for the report
-        if r.symbol in lowered.codes:
-            r.users = lowered.codes[r.symbol].users
-    entry_size = sum(len(b.instructions) for f in lowered.module.functions for b in f.blocks)
-    report = CompileReport(
-        kernels=len(lowered.kernels),
-        distinct=len(lowered.codes),
-        cached=len(known),
-        objects=len(new),
-        rows=rows,
-        entry=KernelCost("entry", [], entry_size, 0.0, entry_times.optimize, entry_times.codegen),
-    )
-    return _Build(
-        [entry] + known_objects + objects,
-        lowered,
-        new,
-        {"kernel lookup": t1 - t0, "lower": t2 - t1, "waiting for parts": waited},
-        1 + len(waiting),
-        problems,
-        report,
-    )
-
-
-def _estimate(lw, kinds: dict[str, str], bundle) -> int:
-    """A bundle's instructions, guessed from its kernels' kinds before it is emitted."""
-    first = lw.shared.first
-    return sum(ESTIMATED_INSTRUCTIONS.get(kinds[first[d]], ESTIMATED_OTHER) for d in bundle.digests)
-
-
-def _compile_here(e, lw, times: jit.CompileTimes, rows: list) -> bytes:
-    """A bundle emitted in this process compiled here; its codes' costs added to `rows`."""
-    part = jit.CompileTimes()
-    obj = jit.emit_object(e.module, lw.target, e.opt, part, unroll=e.unroll)
-    times.parse += part.parse
-    times.optimize += part.optimize
-    times.codegen += part.codegen
-    rows += _record_rows([c.record() for c in e.codes], part)
-    return obj
-
-
-def _record_rows(records: list[dict], t: jit.CompileTimes) -> list[KernelCost]:
-    """What each code of a bundle cost: its own lowering, and the bundle's LLVM time shared
-    among its codes by size."""
-    whole = sum(int(r.get("instructions", 0)) for r in records)
-    rows = []
-    for r in records:
-        share = int(r.get("instructions", 0)) / whole if whole else 1 / len(records)
-        rows.append(
-            KernelCost(
-                str(r["symbol"]),
-                [],
-                int(r.get("instructions", 0)),
-                float(r.get("seconds", 0.0)),
-                t.optimize * share,
-                (t.codegen + t.parse) * share,
-            )
-        )
-    return rows
-
-
-def _cached_bundle(bundle, target: Target) -> tuple[list[dict], bytes] | None:
-    """The records and object of a bundle compiled before, if the cache holds them whole."""
-    hit = cache.unpack_kernel(cache.load(kernel_key(bundle.key, target), KERNELS))
-    if hit is None:
-        return None
-    record, obj = hit
-    codes = record.get("codes")
-    if not isinstance(codes, list) or [c.get("digest") for c in codes] != list(bundle.digests):
-        return None
-    return codes, obj
-
-
-@dataclass
-class KernelCost:
-    """What one compiled module cost: the instructions emitted and the seconds per stage."""
-
-    symbol: str
-    users: list[str]  # the schedule's kernels that call it
-    instructions: int
-    lower: float
-    optimize: float
-    codegen: float
-
-    @property
-    def total(self) -> float:
-        return self.lower + self.optimize + self.codegen
-
-
-@dataclass
-class CompileReport:
-    """Where a cold compile's backend time went, per kernel code (GRAPHC_DEBUG=1)."""
-
-    kernels: int  # in the schedule
-    distinct: int  # kernel codes they call
-    cached: int  # codes another graph had compiled already
-    objects: int  # bundles of codes compiled now (codegen/lower.plan_bundles)
-    rows: list[KernelCost]  # the codes compiled now
-    entry: KernelCost
-
-    def top(self, n: int = 5) -> list[KernelCost]:
-        return sorted(self.rows, key=lambda r: -r.total)[:n]
 
 
 # What the frontend asks a backend for (frontend/compile.py): the vectors to plan tiles for,

@@ -17,8 +17,9 @@ from test_tiles import planned_step
 
 import graphc
 import graphc.nn.functional as F
-from graphc.codegen import backend, jit, parts
-from graphc.codegen.backend import compile_jobs, native_executable
+from graphc.codegen import build, jit, parts
+from graphc.codegen.backend import native_executable
+from graphc.codegen.build import compile_jobs
 from graphc.codegen.lower import lower
 from graphc.codegen.target import host_target
 from graphc.interpreter import interpret
@@ -28,12 +29,12 @@ from graphc.interpreter import interpret
 def fresh_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("GRAPHC_DISABLE_CACHE", raising=False)
-    monkeypatch.setattr(backend, "SPLIT_MIN_INSTRUCTIONS", 0)  # helpers for small graphs too
+    monkeypatch.setattr(build, "SPLIT_MIN_INSTRUCTIONS", 0)  # parts for small graphs too
     return tmp_path
 
 
 def _compile(graph, jobs: str, monkeypatch):
-    monkeypatch.setenv(backend.JOBS_VAR, jobs)
+    monkeypatch.setenv(build.JOBS_VAR, jobs)
     return native_executable(graph)
 
 
@@ -221,12 +222,12 @@ def test_work_is_balanced_by_size():
 
 def test_small_graphs_and_the_knob(monkeypatch):
     monkeypatch.setattr(parts, "fork_possible", lambda: True)
-    monkeypatch.setenv(backend.JOBS_VAR, "3")
+    monkeypatch.setenv(build.JOBS_VAR, "3")
     assert compile_jobs(10**6) == 3
-    monkeypatch.setenv(backend.JOBS_VAR, "0")
+    monkeypatch.setenv(build.JOBS_VAR, "0")
     with pytest.raises(ValueError, match="GRAPHC_COMPILE_JOBS='0'"):
         compile_jobs(10**6)
-    monkeypatch.setenv(backend.JOBS_VAR, "2")
-    assert compile_jobs(backend.SPLIT_MIN_INSTRUCTIONS - 1) == 1
+    monkeypatch.setenv(build.JOBS_VAR, "2")
+    assert compile_jobs(build.SPLIT_MIN_INSTRUCTIONS - 1) == 1
     monkeypatch.setattr(parts, "fork_possible", lambda: False)  # no fork: one process
     assert compile_jobs(10**6) == 1
