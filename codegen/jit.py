@@ -13,16 +13,11 @@ LLJIT does not optimise what it is given, so `optimize` runs the new pass manage
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import itertools
-import json
-import os
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import llvmlite.binding as llvm
@@ -84,13 +79,17 @@ def parse(module: ir.Module | str) -> llvm.ModuleRef:
     return ref
 
 
-def optimize(ref: llvm.ModuleRef, target: Target, level: int = 3) -> None:
-    """Run the standard new-pass-manager pipeline `-O<level>` on `ref` in place."""
+def optimize(ref: llvm.ModuleRef, target: Target, level: int = 3, unroll: bool = True) -> None:
+    """Run the standard new-pass-manager pipeline `-O<level>` on `ref` in place; without
+    `unroll`, loops are vectorised but neither unrolled nor interleaved."""
     if level <= 0:
         return
     with _LOCK:
         tm = target.target_machine(opt=level)
         pto = llvm.create_pipeline_tuning_options(speed_level=level)
+        if not unroll:
+            pto.loop_unrolling = False
+            pto.loop_interleaving = False
         pb = llvm.create_pass_builder(tm, pto)
         pb.getModulePassManager().run(ref, pb)
 
@@ -126,9 +125,10 @@ def emit_object(
     opt: int = 3,
     times: CompileTimes | None = None,
     siblings: Iterable[str] = (),
+    unroll: bool = True,
 ) -> bytes:
-    """Optimised relocatable object code (ELF on Linux) for `module`; `siblings` are the
-    functions other objects linked with it define (see emit_objects)."""
+    """Optimised relocatable object code (ELF on Linux) for `module` (`opt`, `unroll`: see
+    optimize); `siblings` are the functions other objects linked with it define."""
     target = target or host_target()
     times = times if times is not None else CompileTimes()
     t0 = time.perf_counter()
@@ -136,7 +136,7 @@ def emit_object(
     with _LOCK:
         ref.triple = target.triple
         t1 = time.perf_counter()
-        optimize(ref, target, opt)
+        optimize(ref, target, opt, unroll)
         t2 = time.perf_counter()
         _check_externals(ref, frozenset(siblings))
         obj = target.target_machine(opt=max(opt, 0)).emit_object(ref)
@@ -145,96 +145,7 @@ def emit_object(
     return obj
 
 
-# ---- compiling parts of a module in helper processes -------------------------------------------
-
-# A helper gets this long, plus HELPER_SLACK times what this process's own part took, before
-# it is killed and its part compiled here (a loaded machine can slow both alike).
-HELPER_TIMEOUT_S = 30.0
-HELPER_SLACK = 4.0
-
-
-def helpers_possible() -> bool:
-    """Whether a helper can be this Python: not in a frozen app, whose executable would run
-    the app again instead of the worker."""
-    return not getattr(sys, "frozen", False) and bool(sys.executable)
-
-
-class HelperProcess:
-    """A `python -m graphc.codegen.compile_worker` child (see compile_worker.py for the
-    protocol). Started before the IR is ready so its start-up (an interpreter and the
-    imports, ~0.2 s) overlaps the lowering. It imports graphc from this process's sys.path,
-    and never starts helpers of its own."""
-
-    def __init__(self, argv: Sequence[str] = ()) -> None:
-        """`argv`: another command in the worker's place (tests use broken ones)."""
-        from graphc.codegen.compile_worker import FRAME, MAGIC
-
-        self.frame, self.magic = FRAME, MAGIC
-        env = dict(os.environ, GRAPHC_COMPILE_JOBS="1")
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-        self.proc = subprocess.Popen(
-            list(argv) or [sys.executable, "-P", "-m", "graphc.codegen.compile_worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-        )
-        self.writer: threading.Thread | None = None
-        self.write_error: OSError | None = None
-
-    def send(self, texts: Sequence[str], target: Target, opt: int) -> None:
-        """Hands the helper its modules, from a thread: a helper that does not read must not
-        block this process (result() then times out)."""
-        data = [t.encode() for t in texts]
-        header = json.dumps(
-            {"target": dataclasses.asdict(target), "opt": opt, "bytes": [len(d) for d in data]}
-        )
-        stdin = self.proc.stdin
-        self.proc.stdin = None  # ours to close (communicate() must not flush it again)
-
-        def write() -> None:
-            try:
-                stdin.write(header.encode() + b"\n" + b"".join(data))
-                stdin.close()
-            except OSError as e:  # the helper is gone: result() says so
-                self.write_error = e
-
-        self.writer = threading.Thread(target=write, name="graphc-helper-input", daemon=True)
-        self.writer.start()
-        self.count = len(data)
-
-    def result(self, timeout: float = HELPER_TIMEOUT_S) -> list[tuple[bytes, CompileTimes]]:
-        """One (object, times) per module sent, in order."""
-        out, err = self.proc.communicate(timeout=timeout)
-        if self.proc.returncode != 0:
-            reason = err.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
-            if self.write_error is not None:
-                reason = [f"{reason[0]} ({self.write_error})"]
-            raise JitError(f"helper exited with status {self.proc.returncode}: {reason[0]}")
-        results = []
-        at, head = 0, self.frame.size
-        while at < len(out) and len(results) < self.count:
-            magic, length = (
-                self.frame.unpack(out[at : at + head]) if len(out) >= at + head else (b"", -1)
-            )
-            if magic != self.magic or length < 0 or at + head + length > len(out):
-                break
-            body = out[at + head : at + head + length]
-            at += head + length
-            times_len = int.from_bytes(body[:4], "little")
-            times = CompileTimes(**json.loads(body[4 : 4 + times_len]))
-            results.append((body[4 + times_len :], times))
-        if len(results) != self.count or at != len(out):
-            raise JitError(
-                f"helper wrote {len(out)} bytes that are not {self.count} framed object(s)"
-            )
-        return results
-
-    def kill(self) -> None:
-        """End the helper (if it still runs) and reap it."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.communicate()
+# ---- sharing the work among processes (codegen/parts.py) ------------------------------------
 
 
 @dataclass
@@ -258,77 +169,24 @@ def assign(jobs: Sequence[CompileJob], workers: int, head_start: int = 0) -> lis
     return out
 
 
-def emit_objects(
-    jobs: Sequence[CompileJob],
-    target: Target,
-    helpers: Sequence[HelperProcess] = (),
-    opt: int = 3,
-    times: CompileTimes | None = None,
-    head_start: int = 0,
-    progress: Callable[[int], None] | None = None,
-) -> tuple[list[bytes], list[CompileTimes], list[str]]:
-    """Object code for each job, spread over this process and the helpers by size (see
-    assign). Returns the objects and each one's times in job order, and what went wrong with
-    helpers (empty when nothing did): a helper's jobs are compiled here if it fails. The
-    caller kills the helpers when this raises. `progress(k)` is told of each job done here."""
-    times = times if times is not None else CompileTimes()
-    problems: list[str] = []
-    t0 = time.perf_counter()
-    shares = assign(jobs, 1 + len(helpers), head_start)
-    sent: list[tuple[HelperProcess, list[int]]] = []
-    for helper, share in zip(helpers, shares[1:], strict=False):
-        if share:
-            helper.send([str(jobs[i].module) for i in share], target, opt)
-            sent.append((helper, share))
-    objs: list[bytes | None] = [None] * len(jobs)
-    each: list[CompileTimes | None] = [None] * len(jobs)
-    times.parse += time.perf_counter() - t0
-    t1 = time.perf_counter()
-
-    def here(i: int) -> None:
-        part = CompileTimes()
-        objs[i] = emit_object(jobs[i].module, target, opt, part)
-        each[i] = part
-        times.parse += part.parse
-        times.optimize += part.optimize
-        times.codegen += part.codegen
-        if progress is not None:
-            progress(i)
-
-    for i in shares[0]:
-        here(i)
-    own = time.perf_counter() - t1
-    for helper, share in sent:
-        try:
-            for i, (obj, part) in zip(
-                share, helper.result(HELPER_TIMEOUT_S + HELPER_SLACK * own), strict=True
-            ):
-                objs[i], each[i] = obj, part
-                if progress is not None:
-                    progress(i)
-            continue
-        except (JitError, OSError, subprocess.TimeoutExpired) as e:
-            problems.append(str(e))
-            helper.kill()
-        for i in share:
-            here(i)
-    return [o for o in objs if o is not None], [t for t in each if t is not None], problems
-
-
-def emit_assembly(module: ir.Module | str, target: Target | None = None, opt: int = 3) -> str:
+def emit_assembly(
+    module: ir.Module | str, target: Target | None = None, opt: int = 3, unroll: bool = True
+) -> str:
     """The machine code for `module` as assembly text (for `graphc inspect`)."""
     target = target or host_target()
     ref = parse(module)
-    optimize(ref, target, opt)
+    optimize(ref, target, opt, unroll)
     with _LOCK:
         return target.target_machine(opt=opt).emit_assembly(ref)
 
 
-def optimized_ir(module: ir.Module | str, target: Target | None = None, opt: int = 3) -> str:
+def optimized_ir(
+    module: ir.Module | str, target: Target | None = None, opt: int = 3, unroll: bool = True
+) -> str:
     """The LLVM IR of `module` after the optimisation pipeline."""
     target = target or host_target()
     ref = parse(module)
-    optimize(ref, target, opt)
+    optimize(ref, target, opt, unroll)
     return str(ref)
 
 

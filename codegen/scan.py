@@ -86,6 +86,26 @@ def lower_scan(
     return spec
 
 
+def body_code_source(graph: Graph, k: Kernel, tiles: TilePlan | None, digest: str):
+    """(kernel, code, stored, storage, tiles) of the first kernel in loop k's body (or in a
+    loop nested in it) whose code is `digest`: what that code is emitted from."""
+    body = graph.meta["scans"].bodies[k.root]
+    body_tiles, shared = body_plans(body, tiles)
+    plan = body.meta["memory"]
+    for bk in body.meta["schedule"].kernels:
+        if bk.kind == "scan":
+            try:
+                return body_code_source(body, bk, body_tiles, digest)
+            except KeyError:
+                continue
+        code = shared.codes[bk.name]
+        if code.digest == digest:
+            stored = set(stored_values(body, body.meta["schedule"]))
+            t = body_tiles.kernels.get(bk.name) if body_tiles is not None else None
+            return bk, code, stored, lambda n: plan.storage(n).value, t
+    raise KeyError(digest)
+
+
 def _memcpy(b: ir.IRBuilder, dst, src, nbytes: int) -> None:
     if nbytes:
         fn = intrinsic(

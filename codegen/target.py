@@ -4,11 +4,13 @@
 be exercised on an AVX-512 machine (tests do this):
 
     GRAPHC_TARGET=host     this CPU, all its features (the default)
+    GRAPHC_TARGET=avx512   x86-64-v4 level: 512-bit vectors, FMA, 32 vector registers
     GRAPHC_TARGET=avx2     Haswell level: 256-bit vectors, FMA, 16 vector registers
     GRAPHC_TARGET=generic  baseline x86-64 (SSE2): 128-bit vectors, no FMA
 
 Only the feature set changes code generation; the resulting code still runs here because each
-narrower level is a subset of the host's.
+narrower level is a subset of the host's. `level_target` gives the same levels without asking
+the host for them: `graphc export --target` builds libraries for other machines.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from graphc import dtypes
 from graphc.passes.tiles import VectorUnit
 
 ENV_VAR = "GRAPHC_TARGET"
-KINDS = ("host", "avx2", "generic")
+KINDS = ("host", "avx512", "avx2", "generic")
+LEVELS = ("avx512", "avx2", "generic")  # instruction-set levels, widest first
 
 
 @functools.cache
@@ -124,16 +127,29 @@ def _host() -> Target:
 def _narrowed(host: Target, kind: str) -> Target:
     if not host.triple.startswith("x86_64"):
         raise ValueError(f"{ENV_VAR}={kind} is only meaningful on x86-64 (this is {host.triple})")
+    if kind == "avx512" and host.vector_bits < 512:
+        raise ValueError(f"{ENV_VAR}=avx512 asked for, but this CPU has no AVX-512")
+    if kind == "avx2" and host.vector_bits < 256:
+        raise ValueError(f"{ENV_VAR}=avx2 asked for, but this CPU has no AVX2+FMA")
+    return level_target(kind, host.triple)
+
+
+def level_target(kind: str, triple: str) -> Target:
+    """The x86-64 instruction-set level `kind` (one of LEVELS), whether or not this CPU has it:
+    code for it runs on every CPU of that level (graphc export checks at run time)."""
+    if kind == "avx512":
+        # Generic x86-64-v4 tuning would prefer 256-bit vectors, as Intel's does.
+        return Target("avx512", triple, "x86-64-v4", "-prefer-256-bit", 512, 32, True)
     if kind == "avx2":
-        if host.vector_bits < 256:
-            raise ValueError(f"{ENV_VAR}=avx2 asked for, but this CPU has no AVX2+FMA")
-        return Target("avx2", host.triple, "haswell", "", 256, 16, True)
-    return Target("generic", host.triple, "x86-64", "", 128, 16, False)
+        return Target("avx2", triple, "haswell", "", 256, 16, True)
+    if kind == "generic":
+        return Target("generic", triple, "x86-64", "", 128, 16, False)
+    raise ValueError(f"unknown instruction-set level {kind!r}; expected one of {', '.join(LEVELS)}")
 
 
 @functools.cache
 def get_target(kind: str = "host") -> Target:
-    """The target of the given kind ("host", "avx2", "generic") on this machine."""
+    """The target of the given kind ("host", "avx512", "avx2", "generic") on this machine."""
     if kind not in KINDS:
         raise ValueError(f"unknown target {kind!r}; expected one of {', '.join(KINDS)}")
     host = _host()

@@ -544,23 +544,42 @@ def _make_libc_resolvable() -> None:
             llvm.add_symbol(name, ctypes.cast(getattr(libc, name), ctypes.c_void_p).value)
 
 
-def _load_cached(module: ir.Module, target: Target, symbols) -> jit.JitLibrary:
-    """Compile `module` (or take its object code from the on-disk cache) and load it."""
+def _object(module: ir.Module, target: Target) -> bytes:
+    """`module`'s object code, from the on-disk cache or compiled (and cached) now."""
     text = str(module)
     key = cache.cache_key(hashlib.sha256(text.encode()).hexdigest(), target.cache_key())
     obj = cache.load(key)
     if obj is None:
         obj = jit.emit_object(text, target, opt=2)
         cache.store(key, obj)
-    return jit.load_object(obj, symbols)
+    return obj
+
+
+def _load_cached(module: ir.Module, target: Target, symbols) -> jit.JitLibrary:
+    """Compile `module` (or take its object code from the on-disk cache) and load it."""
+    return jit.load_object(_object(module, target), symbols)
+
+
+def pool_object(target: Target) -> bytes:
+    """The pool's functions (SYMBOLS) as position-independent object code for `target`, for
+    a library that starts its own workers (graphc export); it calls libc's syscall and
+    sched_yield."""
+    return _object(emit_module(target), target)
 
 
 @functools.cache
 def build() -> jit.JitLibrary:
-    """The pool's machine code, loaded once per process and never unloaded (workers run it)."""
+    """The pool's machine code, loaded once per process and never unloaded (workers run it).
+    Its cache entry is named without emitting the module (30 ms of every process start):
+    the pool's IR is a function of the target and of this source, which the key covers."""
     target = host_target()
     _make_libc_resolvable()
-    return _load_cached(emit_module(target), target, SYMBOLS)
+    key = cache.cache_key("thread pool|" + ",".join(SYMBOLS), target.cache_key())
+    obj = cache.load(key)
+    if obj is None:
+        obj = jit.emit_object(str(emit_module(target)), target, opt=2)
+        cache.store(key, obj)
+    return jit.load_object(obj, SYMBOLS)
 
 
 # ---- probes: thunks for tests and benchmarks of the pool ------------------------------------

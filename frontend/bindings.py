@@ -62,6 +62,7 @@ class HostGroup:
 
     fn: Callable[[], Sequence[float]]
     dtype: type
+    recipe: object = None  # what fn computes, as data (graphc/host_scalars.py), if known
 
 
 @dataclass(eq=False)

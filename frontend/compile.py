@@ -68,6 +68,9 @@ class Entry:
     timings: dict[str, float] = field(default_factory=dict)
     with_vectors: Graph | None = None  # what the pipeline starts from (the traced graph with
     # the backend's vectors)
+    # The modules and optimizers the trace met, in that order, a module before its children
+    # (graphc export names the state it carries after their state_dicts).
+    owners: list[Any] = field(default_factory=list)
     # One call at a time: native code computes in one arena and returns views of it until
     # the sinks and return values have copied them out (threads calling one compiled
     # function would otherwise read each other's results).
@@ -222,6 +225,7 @@ class CompiledFunction:
             executable,
             {"trace": t1 - t0, **seconds, "backend": t2 - t1 - sum(seconds.values())},
             start,
+            list(trace.owners),
         )
         entries = self.cache.setdefault(key, [])
         entries.append(entry)

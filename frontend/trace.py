@@ -33,6 +33,7 @@ from graphc.frontend.bindings import (
     Source,
     TensorSource,
 )
+from graphc.host_scalars import RandomScalars
 from graphc.ir import Graph, GraphBuilder, Loc, Node
 from graphc.ops import OPS
 from graphc.random import default_generator
@@ -289,9 +290,9 @@ class Trace(dispatch.Mode):
             _where(),
         )
 
-    def runtime_scalars(self, fn, names, dtype=None) -> tuple:
+    def runtime_scalars(self, fn, names, dtype=None, recipe=None) -> tuple:
         dtype = dtype or dtypes.float32
-        group = HostGroup(fn, dtype.np)
+        group = HostGroup(fn, dtype.np, recipe)
         self.host_groups.append(group)
         out = []
         for k, name in enumerate(names):
@@ -302,7 +303,10 @@ class Trace(dispatch.Mode):
 
     def rng(self, n: int) -> tuple:
         return self.runtime_scalars(
-            lambda: default_generator.take(n), ("seed", "offset"), dtypes.int64
+            lambda: default_generator.take(n),
+            ("seed", "offset"),
+            dtypes.int64,
+            RandomScalars(default_generator, n),
         )
 
     def guard(self, fn, what: str):

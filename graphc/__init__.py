@@ -137,6 +137,14 @@ def load(f, map_location=None, pickle_module=None, *, weights_only=None, mmap=No
     return _load(f, map_location, pickle_module, weights_only=weights_only, mmap=mmap)
 
 
+def export(fn, *example_inputs, path, name=None, target=None, threads=None):
+    """Writes a training step or an eval-mode model as a shared library with a C header
+    (path/libNAME.so, NAME.h, NAME.json), run without Python; see graphc/capi/."""
+    from graphc.capi import export as _export
+
+    return _export(fn, *example_inputs, path=path, name=name, target=target, threads=threads)
+
+
 def is_tensor(obj) -> bool:
     return isinstance(obj, Tensor)
 

@@ -149,7 +149,7 @@ class EagerMode(dispatch.Mode):
         return t._data
 
     def runtime_scalars(
-        self, fn: Callable[[], Sequence[float]], names: Sequence[str], dtype=None
+        self, fn: Callable[[], Sequence[float]], names: Sequence[str], dtype=None, recipe=None
     ) -> tuple:
         return tuple(fn())
 

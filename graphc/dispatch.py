@@ -48,9 +48,10 @@ class Mode:
         raise NotImplementedError
 
     def runtime_scalars(
-        self, fn: Callable[[], Sequence[float]], names: Sequence[str], dtype=None
+        self, fn: Callable[[], Sequence[float]], names: Sequence[str], dtype=None, recipe=None
     ) -> tuple:
-        """Values computed on the host for every call (learning rate, bias corrections)."""
+        """Values computed on the host for every call (learning rate, bias corrections);
+        `recipe` describes what fn computes, for code without Python (host_scalars.py)."""
         raise NotImplementedError
 
     def rng(self, n: int) -> tuple:

@@ -262,7 +262,7 @@ def phase_plan_options(p: PhaseConv, lanes: int, regs: int) -> list[tuple[float,
     n_vecs = p.column_vectors(lanes)
     options = []
     for v in range(1, min(n_vecs, 4) + 1):
-        for ct in range(1, min(p.cg, 16) + 1):
+        for ct in range(1, min(p.cg, 8) + 1):
             accs = ct * s * v
             if accs + loads * v + 1 > regs:
                 continue

@@ -168,6 +168,22 @@ def _mul(n, ins, errs, out):
     return scaled(b, ea) + scaled(a, eb) + ea * eb + rounding(2, out)
 
 
+@rule("batch_norm")
+def _batch_norm(n, ins, errs, out):
+    """(x - mean) * invstd * weight + bias, bounded as those four steps (the last product
+    and the add may be one fused multiply-add)."""
+    x, mean, invstd, weight, bias = ins
+    ex, em, ei, ew, eb = errs
+    with np.errstate(all="ignore"):
+        c = x - mean
+        s = c * invstd
+        t = s * weight
+    ec = ex + em + rounding(2, c)
+    es = scaled(invstd, ec) + scaled(c, ei) + ec * ei + rounding(2, s)
+    et = scaled(weight, es) + scaled(s, ew) + es * ew + rounding(2, t)
+    return et + eb + rounding(2, out) + fragile(np.isnan(out) & np.isinf(t))
+
+
 @rule("div")
 def _div(n, ins, errs, out):
     a, b = ins
@@ -194,21 +210,6 @@ def _sign(n, ins, errs, out):
     if not _float(n):
         return any_fragile(errs)
     return fragile(_crosses_zero(ins[0], errs[0]))
-
-
-@rule("batch_norm")
-def _batch_norm(n, ins, errs, out):
-    # (x - mean) * invstd * weight + bias: four roundings, each operand's error carried
-    x, mean, invstd, weight, bias = (np.asarray(v, np.float64) for v in ins)
-    ex, em, ei, ew, eb = errs
-    with np.errstate(all="ignore"):
-        c = x - mean
-        ec = ex + em + rounding(1, out, c)  # (in the output's precision, at each magnitude)
-        s = c * invstd
-        es = scaled(invstd, ec) + scaled(c, ei) + ec * ei + rounding(1, out, s)
-        t = s * weight
-        et = scaled(weight, es) + scaled(s, ew) + es * ew + rounding(1, out, t)
-    return _nan_to_inf(et + eb + rounding(1, out))
 
 
 @rule("exp")

@@ -228,7 +228,7 @@ def test_function_target_as_json_with_native_reports(model_file):
     validate(doc)
     assert doc["mode"] == "function"
     assert [g["stage"] for g in doc["graphs"]] == ["traced"]
-    symbol = doc["llvm"]["text"].splitlines()[0].split("@")[1]
+    symbol = re.search(r"@(gk_\w+)", doc["llvm"]["text"]).group(1)
     assert doc["llvm"]["kernel"] == "k0_loop" and f"@{symbol}(" in doc["llvm"]["text"]
     assert doc["asm"]["kernel"] == "k0_loop" and f"{symbol}:" in doc["asm"]["text"]
     assert [k["name"] for k in doc["profile"]["kernels"]] == ["k0_loop"]

@@ -1,25 +1,27 @@
-"""Each distinct kernel code is a module of its own: compiled once however many kernels call
-it, in helper processes when there are many, cached on disk for every graph that calls it,
-and the program is the same bits whichever process compiled which module. A helper that
-fails costs only time."""
+"""Each distinct kernel code is emitted once however many kernels call it, in bundles that
+forked processes lower and compile when there are many, cached on disk for every graph that
+calls them; the program is the same bits whichever process compiled which bundle, and a part
+that fails costs only time."""
 
 from __future__ import annotations
 
-import sys
+import os
+import time
 
 import numpy as np
 import pytest
+from steps import planned_graph
+from test_compile_scaling import DeepMLP
 from test_parallel_native import run_twice
 from test_tiles import planned_step
 
 import graphc
-import graphc.nn as nn
 import graphc.nn.functional as F
-from graphc.codegen import backend, jit
-from graphc.codegen.backend import compile_jobs, native_executable
+from graphc.codegen import build, jit, parts
+from graphc.codegen.backend import native_executable
+from graphc.codegen.build import compile_jobs
 from graphc.codegen.lower import lower
 from graphc.codegen.target import host_target
-from graphc.frontend.compile import CompiledFunction
 from graphc.interpreter import interpret
 
 
@@ -27,12 +29,12 @@ from graphc.interpreter import interpret
 def fresh_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("GRAPHC_DISABLE_CACHE", raising=False)
-    monkeypatch.setattr(backend, "SPLIT_MIN_INSTRUCTIONS", 0)  # helpers for small graphs too
+    monkeypatch.setattr(build, "SPLIT_MIN_INSTRUCTIONS", 0)  # parts for small graphs too
     return tmp_path
 
 
 def _compile(graph, jobs: str, monkeypatch):
-    monkeypatch.setenv(backend.JOBS_VAR, jobs)
+    monkeypatch.setenv(build.JOBS_VAR, jobs)
     return native_executable(graph)
 
 
@@ -58,7 +60,7 @@ def test_each_bundle_of_codes_is_a_module_of_its_own():
     assert "graphc_entry" in entry and not set(entry) & set(lowered.codes)
 
 
-def test_helpers_run_bitwise_like_one_process(fresh_cache, monkeypatch):
+def test_parts_run_bitwise_like_one_process(fresh_cache, monkeypatch):
     graph, arrays = planned_step()
     split = _compile(graph, "2", monkeypatch)
     assert split.compile_parts == 2 and split.compile_problems == []
@@ -76,58 +78,13 @@ def test_a_cached_step_is_a_hit_and_runs_the_same(fresh_cache, monkeypatch):
     assert run_twice(first, arrays) == run_twice(again, arrays)
 
 
-class _Deep(nn.Module):
-    def __init__(self, depth: int, width: int = 24):
-        super().__init__()
-        self.inp = nn.Linear(12, width)
-        self.hidden = nn.ModuleList([nn.Linear(width, width) for _ in range(depth)])
-        self.out = nn.Linear(width, 5)
-
-    def forward(self, x):
-        x = F.relu(self.inp(x))
-        for layer in self.hidden:
-            x = F.relu(layer(x))
-        return self.out(x)
-
-
 def _deep_step(depth: int):
-    """The training graph of a `depth`-layer MLP and inputs for it (with the interpreter's
-    answers), planned for this host."""
-    from test_tiles import _planned_for_host
-
+    """The training graph of a `depth`-layer MLP and inputs for it, planned for this host."""
     graphc.manual_seed(depth)
-    net = _Deep(depth)
-    opt = graphc.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-
-    def step(x, y):
-        opt.zero_grad()
-        loss = F.cross_entropy(net(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
     rng = np.random.default_rng(depth)
-    x = rng.standard_normal((7, 12)).astype(np.float32)
-    y = rng.integers(0, 5, 7).astype(np.int64)
-    graph = (
-        CompiledFunction(step, backend=_planned_for_host)
-        .trace(graphc.from_numpy(x), graphc.from_numpy(y))
-        .graph
-    )
-    params = {name: p.detach().numpy() for name, p in net.named_parameters()}
-    arrays = []
-    for node in graph.inputs:
-        if node.name in params:
-            arrays.append(params[node.name].copy())
-        elif node.dtype.name == "int64":
-            arrays.append(y.copy())
-        elif tuple(node.shape) == x.shape:
-            arrays.append(x.copy())
-        elif node.shape == ():
-            arrays.append(np.array(0.1, np.float32))
-        else:
-            arrays.append(np.zeros(node.shape, node.dtype.np))
-    return graph, arrays
+    x = rng.standard_normal((7, 3, 2, 2)).astype(np.float32)
+    y = rng.integers(0, 10, 7).astype(np.int64)
+    return planned_graph(DeepMLP(depth, width=24, inputs=12), x, y, lr=0.1)
 
 
 def test_repeated_layers_share_code_and_compute_what_the_interpreter_does(fresh_cache):
@@ -174,63 +131,79 @@ def test_a_damaged_kernel_entry_is_compiled_again(fresh_cache):
     np.testing.assert_allclose(got[0], want[0], rtol=2e-5, atol=1e-6)
 
 
-def _helper_running(code: str):
-    """A HelperProcess class whose process runs `code` instead of the worker."""
+def _failing(how: str):
+    """A compile_work replacement whose child fails in one way."""
 
-    class Broken(jit.HelperProcess):
-        def __init__(self) -> None:
-            super().__init__([sys.executable, "-c", code])
+    def work(send):
+        if how == "raises":
+            raise RuntimeError("no")
+        if how == "exits at once":
+            os._exit(3)
+        if how == "never answers":
+            time.sleep(60)
+        if how == "writes junk":
+            send(b"R", b"[not json")
+        if how == "stops short":
+            send(b"R", b"[]")
 
-    return Broken
+    return lambda lw, bundles: work
 
 
-WORKER = "from graphc.codegen.compile_worker import main; sys.exit(main())"
 BROKEN = {
-    "exits at once": ("import sys; sys.exit(3)", "status 3"),
-    "fails after reading": (
-        "import sys; sys.stdin.buffer.read(); sys.stderr.write('no\\n'); sys.exit(3)",
-        "status 3: no",
-    ),
-    "never reads": ("import time; time.sleep(60)", "timed out"),
-    "writes junk first": (f"import sys; sys.stdout.write('junk'); {WORKER}", "framed object"),
-    "stops short": (
-        "import sys, io; out = io.BytesIO(); real = sys.stdout; "
-        f"sys.stdout = io.TextIOWrapper(out); {WORKER.replace('sys.exit(main())', 'main()')}; "
-        "real.buffer.write(out.getvalue()[:100])",
-        "framed object",
-    ),
+    "raises": "compile part failed: RuntimeError: no",
+    "exits at once": "ended after 0 of 1",
+    "never answers": "timed out",
+    "writes junk": "sent no records",
+    "stops short": "sent no records",
 }
 
 
 @pytest.mark.parametrize("case", sorted(BROKEN))
-def test_a_broken_helper_leaves_its_modules_to_this_process(case, fresh_cache, monkeypatch):
-    code, problem = BROKEN[case]
+def test_a_broken_part_leaves_its_bundles_to_this_process(case, fresh_cache, monkeypatch):
     graph, arrays = planned_step()
-    monkeypatch.setattr(jit, "HelperProcess", _helper_running(code))
-    monkeypatch.setattr(jit, "HELPER_TIMEOUT_S", 2.0)
-    monkeypatch.setattr(jit, "HELPER_SLACK", 0.0)
+    monkeypatch.setattr(parts, "compile_work", _failing(case))
+    monkeypatch.setattr(parts, "TIMEOUT_S", 2.0)
+    monkeypatch.setattr(parts, "SLACK", 0.0)
     exe = _compile(graph, "2", monkeypatch)
-    assert exe.compile_parts == 2
-    assert len(exe.compile_problems) == 1 and problem in exe.compile_problems[0]
+    assert exe.compile_parts == 1  # the part failed: its share was done here
+    assert len(exe.compile_problems) == 1 and BROKEN[case] in exe.compile_problems[0]
     monkeypatch.undo()
     monkeypatch.setenv("GRAPHC_DISABLE_CACHE", "1")
     assert run_twice(exe, arrays) == run_twice(native_executable(graph), arrays)
 
 
-def test_a_working_helper_compiles_its_modules(fresh_cache, monkeypatch):
-    """The real worker, run through the same broken-helper plumbing: no problems."""
-    graph, _ = planned_step()
-    monkeypatch.setattr(jit, "HelperProcess", _helper_running("import sys; " + WORKER))
+def test_a_part_that_fails_after_its_records_is_compiled_here(fresh_cache, monkeypatch):
+    """Records arrive (the entry is written with them), then no objects: the bundles are
+    lowered and compiled here, and the entry still calls them right."""
+    graph, arrays = planned_step()
+    real = parts.compile_work
+
+    def records_only(lw, bundles):
+        work = real(lw, bundles)
+
+        def half(send):
+            def first_frame_only(kind, payload):
+                send(kind, payload)
+                if kind == b"R":
+                    os._exit(0)
+
+            work(first_frame_only)
+
+        return half
+
+    monkeypatch.setattr(parts, "compile_work", records_only)
     exe = _compile(graph, "2", monkeypatch)
-    assert exe.compile_parts == 2 and exe.compile_problems == []
+    assert len(exe.compile_problems) == 1 and "ended after 1 of" in exe.compile_problems[0]
+    monkeypatch.undo()
+    monkeypatch.setenv("GRAPHC_DISABLE_CACHE", "1")
+    assert run_twice(exe, arrays) == run_twice(native_executable(graph), arrays)
 
 
-def test_a_module_calling_libm_compiles_in_a_helper(fresh_cache, monkeypatch):
-    """ELU's expm1 lowers to a libm call, which the helper must resolve like this process
-    does (tanh, once such a call, is now arithmetic: codegen/vmath.py)."""
+def test_a_module_calling_libm_compiles_in_a_part(fresh_cache, monkeypatch):
+    """ELU's expm1 lowers to a libm call, which the forked part must resolve like this
+    process (tanh, once such a call, is now arithmetic: codegen/vmath.py)."""
     graph, _ = planned_step(activation=F.elu)
-    modules = lower(graph, host_target()).parts
-    assert any("expm1f" in str(m) for m in modules[1:])
+    assert any("expm1f" in str(m) for m in lower(graph, host_target()).parts[1:])
     monkeypatch.setattr(
         jit, "assign", lambda jobs, workers, head_start=0: [[], list(range(len(jobs)))]
     )
@@ -249,10 +222,13 @@ def test_work_is_balanced_by_size():
 
 
 def test_small_graphs_and_the_knob(monkeypatch):
-    monkeypatch.setenv(backend.JOBS_VAR, "3")
+    monkeypatch.setattr(parts, "fork_possible", lambda: True)
+    monkeypatch.setenv(build.JOBS_VAR, "3")
     assert compile_jobs(10**6) == 3
-    monkeypatch.setenv(backend.JOBS_VAR, "0")
+    monkeypatch.setenv(build.JOBS_VAR, "0")
     with pytest.raises(ValueError, match="GRAPHC_COMPILE_JOBS='0'"):
         compile_jobs(10**6)
-    monkeypatch.setenv(backend.JOBS_VAR, "2")
-    assert compile_jobs(backend.SPLIT_MIN_INSTRUCTIONS - 1) == 1
+    monkeypatch.setenv(build.JOBS_VAR, "2")
+    assert compile_jobs(build.SPLIT_MIN_INSTRUCTIONS - 1) == 1
+    monkeypatch.setattr(parts, "fork_possible", lambda: False)  # no fork: one process
+    assert compile_jobs(10**6) == 1

@@ -15,6 +15,7 @@ import sys
 
 import numpy as np
 import pytest
+from steps import planned_for_host, sgd_step
 
 import graphc
 import graphc.nn as nn
@@ -28,9 +29,9 @@ from graphc.passes import run_pipeline, tiles
 
 
 class DeepMLP(nn.Module):
-    def __init__(self, depth: int, width: int = 32):
+    def __init__(self, depth: int, width: int = 32, inputs: int = 48):
         super().__init__()
-        self.inp = nn.Linear(48, width)
+        self.inp = nn.Linear(inputs, width)
         self.hidden = nn.ModuleList([nn.Linear(width, width) for _ in range(depth)])
         self.out = nn.Linear(width, 10)
 
@@ -39,13 +40,6 @@ class DeepMLP(nn.Module):
         for layer in self.hidden:
             x = F.relu(layer(x))
         return self.out(x)
-
-
-def _no_backend(graph):
-    return lambda arrays: None
-
-
-_no_backend.vectors = host_vectors
 
 
 class Calls:
@@ -69,18 +63,9 @@ def _costs(net: nn.Module, shape: tuple[int, ...]) -> dict:
     """Calls per node of tracing, of the pipeline and of lowering one training step, the
     tile cost-model evaluations and the kernel codes emitted."""
     graphc.manual_seed(0)
-    opt = graphc.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-
-    def step(x, y):
-        opt.zero_grad()
-        loss = F.cross_entropy(net(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
     x = graphc.from_numpy(np.zeros(shape, np.float32))
     y = graphc.from_numpy(np.zeros(shape[0], np.int64))
-    compiled = CompiledFunction(step, backend=_no_backend)
+    compiled = CompiledFunction(sgd_step(net, lr=0.1), backend=planned_for_host)
     tiles._PLANNED.clear()
     evaluations = []
     real = tiles._node_tiles

@@ -12,11 +12,12 @@ import dataclasses
 
 import numpy as np
 import pytest
+from steps import planned_graph
 
 import graphc
 import graphc.nn as nn
 import graphc.nn.functional as F
-from graphc.codegen.backend import host_vectors, native_executable
+from graphc.codegen.backend import native_executable
 from graphc.codegen.lower import lower
 from graphc.codegen.target import get_target, host_target
 from graphc.frontend.compile import CompiledFunction, interpreter_executable
@@ -65,48 +66,10 @@ class Net(nn.Module):
 def planned_step(batch: int = 6, activation=F.relu) -> tuple[Graph, list[np.ndarray]]:
     """The optimised training graph of Net (planned for the host's vectors) and its inputs."""
     graphc.manual_seed(0)
-    net = Net(activation)
-    opt = graphc.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
-
-    def step(x, y):
-        opt.zero_grad()
-        loss = F.cross_entropy(net(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
     rng = np.random.default_rng(1)
-    x = graphc.from_numpy(rng.standard_normal((batch, 3, 16, 16)).astype(np.float32))
-    y = graphc.from_numpy(rng.integers(0, 10, batch).astype(np.int64))
-    graph = CompiledFunction(step, backend=_planned_for_host).trace(x, y).pipeline.graph
-    return graph, _inputs(graph, net, x, y)
-
-
-def _planned_for_host(graph: Graph):
-    """The interpreter, but with tiles planned as for native code (it supplies vectors)."""
-    return interpreter_executable(graph)
-
-
-_planned_for_host.vectors = host_vectors
-
-
-def _inputs(graph: Graph, net: nn.Module, x, y) -> list[np.ndarray]:
-    """Arrays for the graph's inputs, by their traced names (parameters, state, batch, lr)."""
-    params = {name: p.detach().numpy() for name, p in net.named_parameters()}
-    out = []
-    for node in graph.inputs:
-        if node.name in params:
-            out.append(params[node.name].copy())
-        elif node.dtype.name == "int64":
-            out.append(y.numpy().copy())
-        elif tuple(node.shape) == tuple(x.shape):
-            out.append(x.numpy().copy())
-        elif node.shape == ():
-            out.append(np.array(0.05, dtype=node.dtype.np))
-        else:  # optimizer state (momentum buffers)
-            rng = np.random.default_rng(len(out))
-            out.append((0.1 * rng.standard_normal(node.shape)).astype(node.dtype.np))
-    return out
+    x = rng.standard_normal((batch, 3, 16, 16)).astype(np.float32)
+    y = rng.integers(0, 10, batch).astype(np.int64)
+    return planned_graph(Net(activation), x, y)
 
 
 def test_every_convolution_and_matmul_kernel_has_its_plan_on_the_graph():

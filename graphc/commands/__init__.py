@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "bench": "graphc.commands.bench",
     "inspect": "graphc.commands.inspect",
     "check": "graphc.commands.check",
+    "export": "graphc.commands.export",
 }
 
 

@@ -42,8 +42,8 @@ def native_failure(e: Exception) -> InspectError:
     )
 
 
-def _kernel_module(graph: Graph, name: str) -> tuple[str, str, str]:
-    """(symbol, module text, header) of the code kernel `name` runs."""
+def _kernel_module(graph: Graph, name: str):
+    """(symbol, module text, header, its bundle) of the code kernel `name` runs."""
     from graphc.codegen.lower import lower
 
     check_kernel(graph, name)
@@ -51,26 +51,32 @@ def _kernel_module(graph: Graph, name: str) -> tuple[str, str, str]:
         lowered = lower(graph)
     except (ImportError, NotImplementedError) as e:
         raise native_failure(e) from None
-    symbol, module = lowered.kernel_module(name)
+    symbol, bundle = lowered.kernel_module(name)
     others = [k for k in lowered.codes[symbol].users if k != name]
     shared = f", shared with {', '.join(others)}" if others else ""
-    return symbol, str(module), f"; {name} runs @{symbol}{shared}"
+    how = f"-O{bundle.opt}" + ("" if bundle.unroll else ", loops not unrolled")
+    return symbol, str(bundle.module), f"; {name} runs @{symbol}{shared} ({how})", bundle
 
 
 def kernel_llvm(graph: Graph, name: str) -> str:
     """The optimised LLVM IR of one kernel (its `define` and any helper it keeps)."""
     from graphc.codegen import jit
 
-    symbol, text, header = _kernel_module(graph, name)
-    return header + "\n" + _function_ir(jit.optimized_ir(text), symbol)
+    symbol, text, header, e = _kernel_module(graph, name)
+    return header + "\n" + _function_ir(jit.optimized_ir(text, None, e.opt, e.unroll), symbol)
 
 
 def kernel_asm(graph: Graph, name: str) -> str:
     """The host assembly of one kernel: its symbol's section plus the constants it loads."""
     from graphc.codegen import jit
 
-    symbol, text, header = _kernel_module(graph, name)
-    return "#" + header[1:] + "\n" + _symbol_asm(jit.emit_assembly(text), symbol)
+    symbol, text, header, e = _kernel_module(graph, name)
+    return (
+        "#"
+        + header[1:]
+        + "\n"
+        + _symbol_asm(jit.emit_assembly(text, None, e.opt, e.unroll), symbol)
+    )
 
 
 def _function_ir(text: str, name: str) -> str:

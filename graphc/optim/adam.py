@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from graphc import functions as G
+from graphc.host_scalars import AdamScalars
 from graphc.optim.arith import add_scaled, addcdiv, addcmul, hyper, lerp
 from graphc.optim.optimizer import (
     Optimizer,
@@ -90,7 +91,8 @@ class Adam(Optimizer):
         names = ["lr", "decay"] + [
             n for i in range(len(states)) for n in (f"step_size{i}", f"bias_correction2_sqrt{i}")
         ]
-        scalars = self._runtime(host, names, [p for p, _ in active])
+        recipe = AdamScalars(self, group, states)
+        scalars = self._runtime(host, names, [p for p, _ in active], recipe)
         # PyTorch's _single_tensor_adam, op for op (see arith.py for the roundings).
         for i, ((p, grad), st) in enumerate(zip(active, states, strict=True)):
             if maximize:

@@ -120,14 +120,18 @@ class Optimizer:
 
     @staticmethod
     def _runtime(
-        fn: Callable[[], Sequence[float]], names: Sequence[str], params: Sequence[Tensor]
+        fn: Callable[[], Sequence[float]],
+        names: Sequence[str],
+        params: Sequence[Tensor],
+        recipe: object = None,
     ) -> tuple:
         """Host-computed scalars in the parameters' dtype (float64 if they mix): a float32
         model gets float32(lr) exactly as PyTorch rounds its Python-float hyperparameters,
-        and a float64 model keeps full precision."""
+        and a float64 model keeps full precision. `recipe`: what fn computes, as data
+        (graphc/host_scalars.py), so that an exported library can compute it too."""
         kinds = {p.dtype for p in params}
         dtype = kinds.pop() if len(kinds) == 1 else dtypes.float64
-        return dispatch.current().runtime_scalars(fn, names, dtype)
+        return dispatch.current().runtime_scalars(fn, names, dtype, recipe)
 
     def _active(self, group: dict) -> list[tuple[Tensor, Tensor]]:
         """(param, grad) for the parameters that have a gradient now."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from graphc import functions as G
+from graphc.host_scalars import SGDScalars
 from graphc.optim.arith import add_scaled, hyper
 from graphc.optim.optimizer import (
     Optimizer,
@@ -81,7 +82,8 @@ class SGD(Optimizer):
             return out
 
         names = ["lr"] + [n for i in range(len(states)) for n in (f"keep{i}", f"mix{i}")]
-        lr, *mixing = self._runtime(host, names, [p for p, _ in active])
+        recipe = SGDScalars(self, group, states)
+        lr, *mixing = self._runtime(host, names, [p for p, _ in active], recipe)
         # PyTorch's _single_tensor_sgd, op for op (see arith.py for the roundings):
         #   grad = grad.add(p, alpha=wd); buf.mul_(momentum).add_(grad, alpha=1 - dampening)
         #   grad = grad.add(buf, alpha=momentum) if nesterov else buf; p.add_(grad, alpha=-lr)
