@@ -18,6 +18,8 @@ END = "<!-- /supported -->"
 # Where an nn class is defined says what kind of thing it is.
 NN_KINDS = {
     "graphc.nn.layers": "`nn` layers",
+    "graphc.nn.layers_spatial": "`nn` layers",
+    "graphc.nn.normalization": "`nn` layers",
     "graphc.nn.activation": "`nn` activations",
     "graphc.nn.loss": "`nn` losses",
     "graphc.nn.container": "`nn` containers",
@@ -31,6 +33,9 @@ FUNCTION_MODULES = (
     "graphc.nn.functional",
     "graphc.nn.functional_activation",
     "graphc.nn.functional_loss",
+    "graphc.nn.functional_conv",
+    "graphc.nn.functional_norm",
+    "graphc.nn.functional_resize",
 )
 
 

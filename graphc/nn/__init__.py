@@ -32,6 +32,19 @@ from graphc.nn.layers import (
     Linear,
     MaxPool2d,
 )
+from graphc.nn.layers_spatial import (
+    AdaptiveMaxPool2d,
+    CircularPad2d,
+    ConstantPad2d,
+    ConvTranspose2d,
+    Dropout2d,
+    ReflectionPad2d,
+    ReplicationPad2d,
+    Upsample,
+    UpsamplingBilinear2d,
+    UpsamplingNearest2d,
+    ZeroPad2d,
+)
 from graphc.nn.loss import (
     BCELoss,
     BCEWithLogitsLoss,
@@ -44,6 +57,7 @@ from graphc.nn.loss import (
     SmoothL1Loss,
 )
 from graphc.nn.module import Module
+from graphc.nn.normalization import GroupNorm, InstanceNorm2d
 from graphc.nn.parameter import Parameter
 
 __all__ = [
@@ -59,9 +73,19 @@ __all__ = [
     "Identity",
     "Linear",
     "Conv2d",
+    "ConvTranspose2d",
     "MaxPool2d",
     "AvgPool2d",
     "AdaptiveAvgPool2d",
+    "AdaptiveMaxPool2d",
+    "Upsample",
+    "UpsamplingNearest2d",
+    "UpsamplingBilinear2d",
+    "ZeroPad2d",
+    "ConstantPad2d",
+    "ReflectionPad2d",
+    "ReplicationPad2d",
+    "CircularPad2d",
     "ReLU",
     "Sigmoid",
     "Tanh",
@@ -80,8 +104,11 @@ __all__ = [
     "PReLU",
     "Flatten",
     "Dropout",
+    "Dropout2d",
     "BatchNorm1d",
     "BatchNorm2d",
+    "GroupNorm",
+    "InstanceNorm2d",
     "CrossEntropyLoss",
     "NLLLoss",
     "MSELoss",

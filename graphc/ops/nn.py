@@ -486,7 +486,8 @@ defop(
     traits=("elementwise",),
     flops=lambda out, *ins, **a: 4 * out.numel,
     doc="(x - mean) * invstd * weight + bias, where mean and invstd are x's statistics over "
-    "`axes` (batch_norm in training): the derivative goes through them, so they get none",
+    "`axes` (batch_norm in training): the derivative goes through them, so they get none; "
+    "weight must be constant over `axes` (per channel), as the backward formula assumes",
 )
 
 # ---- softmax family -----------------------------------------------------------------------
