@@ -266,8 +266,8 @@ def dropout2d(
     else:
         keep = G.lt(G.rand(*mask_shape, dtype=input.dtype), 1.0 - p)
         real = np.dtype(input.dtype.np).type
-        noise = G.where(keep, float(real(1) / real(1.0 - p)), 0.0)
-        noise = G.cast(noise, input.dtype)
+        scale = G.full(mask_shape, float(real(1) / real(1.0 - p)), dtype=input.dtype)
+        noise = G.where(keep, scale, 0.0)
     out = G.mul(input, noise)
     return input._inplace(out) if inplace else out
 

@@ -13,6 +13,21 @@ from graphc.nn.parameter import Parameter
 from graphc.tensor import Tensor
 
 
+def _affine_parameters(m: Module, n: int, affine: bool, bias: bool, dtype) -> None:
+    """weight (ones) and bias (zeros) when affine; PyTorch 2.13's bias=False keeps only the
+    weight."""
+    m.use_bias = affine and bias
+    dt = (dtype or dtypes.float32).np
+    if affine:
+        m.weight = Parameter(np.ones(n, dt))
+    else:
+        m.register_parameter("weight", None)
+    if m.use_bias:
+        m.bias = Parameter(np.zeros(n, dt))
+    else:
+        m.register_parameter("bias", None)
+
+
 class GroupNorm(Module):
     def __init__(
         self,
@@ -22,6 +37,8 @@ class GroupNorm(Module):
         affine: bool = True,
         device=None,
         dtype=None,
+        *,
+        bias: bool = True,
     ) -> None:
         super().__init__()
         _check_device(device)
@@ -29,19 +46,16 @@ class GroupNorm(Module):
             raise ValueError("num_channels must be divisible by num_groups")
         self.num_groups, self.num_channels = num_groups, num_channels
         self.eps, self.affine = eps, affine
-        dt = (dtype or dtypes.float32).np
-        if affine:
-            self.weight = Parameter(np.ones(num_channels, dt))
-            self.bias = Parameter(np.zeros(num_channels, dt))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _affine_parameters(self, num_channels, affine, bias, dtype)
 
     def forward(self, input: Tensor) -> Tensor:
         return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
 
     def extra_repr(self) -> str:
-        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+        return (
+            f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, "
+            f"bias={self.use_bias}"
+        )
 
 
 class InstanceNorm2d(Module):
@@ -57,18 +71,15 @@ class InstanceNorm2d(Module):
         track_running_stats: bool = False,
         device=None,
         dtype=None,
+        *,
+        bias: bool = True,
     ) -> None:
         super().__init__()
         _check_device(device)
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
+        _affine_parameters(self, num_features, affine, bias, dtype)
         dt = (dtype or dtypes.float32).np
-        if affine:
-            self.weight = Parameter(np.ones(num_features, dt))
-            self.bias = Parameter(np.zeros(num_features, dt))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
         if track_running_stats:
             self.register_buffer("running_mean", Tensor._wrap(np.zeros(num_features, dt)))
             self.register_buffer("running_var", Tensor._wrap(np.ones(num_features, dt)))
@@ -106,5 +117,6 @@ class InstanceNorm2d(Module):
     def extra_repr(self) -> str:
         return (
             f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-            f"affine={self.affine}, track_running_stats={self.track_running_stats}"
+            f"affine={self.affine}, bias={self.use_bias}, "
+            f"track_running_stats={self.track_running_stats}"
         )
