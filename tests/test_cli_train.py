@@ -285,7 +285,13 @@ def test_user_model_errors(tmp_path, capsys, model_file):
         (f"{model_file}:NeedsArgs", ["could not construct NeedsArgs()", "no arguments"]),
         (f"{model_file}:NotAModule", ["is not a graphc.nn.Module subclass"]),
         (f"{tmp_path}/absent.py:Net", ["absent.py does not exist"]),
-        ("resnet", ["--model must be one of convnet, lenet5, mlp, resnet20 or FILE.py:ClassName"]),
+        (
+            "resnet",
+            [
+                "--model must be one of convnet, lenet5, mlp, resnet20, mobilenet, autoencoder "
+                "or FILE.py:ClassName"
+            ],
+        ),
     ]
     for spec, fragments in cases:
         rc, _, err = run(["--model", spec, *ckpt], capsys)

@@ -36,7 +36,8 @@ def add_target_arguments(p: argparse.ArgumentParser, train_help: str) -> None:
         "target",
         nargs="?",
         metavar="TARGET",
-        help="convnet | lenet5 | mlp | resnet20 | FILE.py:Class | FILE.py:function",
+        help="convnet | lenet5 | mlp | resnet20 | mobilenet | autoencoder | FILE.py:Class | "
+        "FILE.py:function",
     )
     p.add_argument(
         "--input-shape",

@@ -41,7 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--model",
         default=_,
         metavar="NAME|FILE.py:Class",
-        help="convnet, lenet5, mlp, resnet20, or a graphc.nn.Module class in your file "
+        help="convnet, lenet5, mlp, resnet20, mobilenet, autoencoder, or a graphc.nn.Module "
+        "class in your file "
         "(default: convnet; lenet5 for MNIST)",
     )
     p.add_argument(

@@ -27,9 +27,9 @@ class TrainError(GraphcError):
 
 @dataclass
 class TrainConfig:
-    model: str | None = (
-        None  # convnet | lenet5 | mlp | resnet20 | FILE.py:Class; None: fits the data
-    )
+    # convnet | lenet5 | mlp | resnet20 | mobilenet | autoencoder | FILE.py:Class; None: fits
+    # the data
+    model: str | None = None
     data: str = "builtin"  # builtin | cifar10:DIR | mnist:DIR
     epochs: int = 3
     batch_size: int = 64
