@@ -295,12 +295,20 @@ class ChannelPlan:
     nb: int  # blocks of `lanes` output channels per tile
     r: int
     t: int  # output columns per tile
+    # "call": all weights packed once per call, images outermost; "tile": weights too large
+    # for the stack are packed one channel tile at a time, with the images inside the tile
+    pack: str = "call"
 
     def describe(self, lanes: int) -> str:
+        packing = (
+            "weights packed per call"
+            if self.pack == "call"
+            else "weights packed per channel tile, images inside it"
+        )
         return (
             f"channel schedule: tile {self.nb}x{lanes} channels x {self.r} rows x {self.t} "
-            f"columns ({self.nb * self.r * self.t} vector accumulators), weights packed per "
-            "call; loops c, i; taps j unrolled; results transposed in registers for row stores"
+            f"columns ({self.nb * self.r * self.t} vector accumulators), {packing}; loops c, "
+            "i; taps j unrolled; results transposed in registers for row stores"
         )
 
 
@@ -381,14 +389,19 @@ def direct_plan_options(
                     plan = WidthPlan(ot, r, v)
                     options.append((_width_cost(p, lanes, plan, regs), plan))
     n_blocks = -(-p.og // lanes)
-    packed = p.groups * n_blocks * p.cg * p.rows.k * p.cols.k * lanes * 4
-    if packed <= STACK_LIMIT_BYTES // 2:
-        for nb in range(1, min(n_blocks, 3) + 1):
-            for r in range(1, min(p.rows.n_out, 4) + 1):
-                for t in range(1, min(p.cols.n_out, 16) + 1):
-                    if nb * r * t + nb * p.cols.k + 2 <= regs:
-                        plan = ChannelPlan(nb, r, t)
-                        options.append((_channel_cost(p, lanes, plan, regs), plan))
+    per_block = p.cg * p.rows.k * p.cols.k * lanes * 4
+    whole = p.groups * n_blocks * per_block <= STACK_LIMIT_BYTES // 2
+    for nb in range(1, min(n_blocks, 3) + 1):
+        if not whole and nb * per_block > STACK_LIMIT_BYTES // 2:
+            continue
+        for r in range(1, min(p.rows.n_out, 4) + 1):
+            for t in range(1, min(p.cols.n_out, 16) + 1):
+                if nb * r * t + nb * p.cols.k + 2 <= regs:
+                    plan = ChannelPlan(nb, r, t, "call" if whole else "tile")
+                    cost = _channel_cost(p, lanes, plan, regs)
+                    if not whole:  # repacking each tile's weights: a cycle per element
+                        cost += p.groups * n_blocks * per_block / 4
+                    options.append((cost, plan))
     return options
 
 

@@ -168,6 +168,22 @@ def _mul(n, ins, errs, out):
     return scaled(b, ea) + scaled(a, eb) + ea * eb + rounding(2, out)
 
 
+@rule("batch_norm")
+def _batch_norm(n, ins, errs, out):
+    # (x - mean) * invstd * weight + bias, as those four operations (a kernel may contract
+    # the last two into a fused multiply-add: within the same bound)
+    x, mean, invstd, weight, bias = ins
+    ex, em, ei, ew, eb = errs
+    with np.errstate(all="ignore"):
+        d = x - mean
+        ed = ex + em + rounding(2, d)
+        p = d * invstd
+        ep = scaled(invstd, ed) + scaled(d, ei) + ed * ei + rounding(2, p)
+        q = p * weight
+        eq = scaled(weight, ep) + scaled(p, ew) + ep * ew + rounding(2, q)
+    return eq + eb + rounding(2, out)
+
+
 @rule("div")
 def _div(n, ins, errs, out):
     a, b = ins
