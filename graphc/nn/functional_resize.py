@@ -163,6 +163,28 @@ def _nearest_view(x: Tensor, axis: int, src: np.ndarray) -> Tensor | None:
     return None
 
 
+def _nearest_repeat(x: Tensor, sizes: list[int], scales: list) -> Tensor | None:
+    """Nearest upsampling by integer factors on every axis as one view: x viewed as
+    [N, C, H, 1, W, 1], broadcast to [N, C, H, kh, W, kw], viewed as [N, C, H*kh, W*kw]
+    (one copy where a kernel needs it, not one per axis); None for other factors."""
+    factors = []
+    for axis, n_out in enumerate(sizes, start=2):
+        n_in = x.shape[axis]
+        src = nearest_sources(n_in, n_out, scales[axis - 2])
+        k = n_out // n_in
+        if n_out % n_in or not np.array_equal(src, np.arange(n_out) // k):
+            return None
+        factors.append(k)
+    if all(k == 1 for k in factors):
+        return x
+    split, wide = list(x.shape[:2]), list(x.shape[:2])
+    for d, k in zip(x.shape[2:], factors, strict=True):
+        split += [d, 1]
+        wide += [d, k]
+    out = G.broadcast_to(G.reshape(x, split), wide)
+    return G.reshape(out, *x.shape[:2], *sizes)
+
+
 def _apply_matrix(x: Tensor, axis: int, matrix: np.ndarray) -> Tensor:
     """x with `axis` replaced by matrix @ (that axis): a matmul over the other axes."""
     last = x.ndim - 1
@@ -212,6 +234,10 @@ def interpolate(
             ShapeError, f"interpolate: needs a floating-point input, got {input.dtype.name}"
         )
     sizes, scales = _output_size(input, size, scale_factor, recompute_scale_factor)
+    if mode == "nearest":
+        repeated = _nearest_repeat(input, sizes, scales)
+        if repeated is not None:
+            return repeated
     out = input
     for i in reversed(range(input.ndim - 2)):  # the last axis first, as PyTorch
         out = _resample_axis(out, 2 + i, sizes[i], mode, align_corners, scales[i])
