@@ -82,6 +82,8 @@ class LoopHints:
 
     unroll: str | int | None = None
     vectorize: bool | None = None
+    width: int | None = None  # llvm.loop.vectorize.width: lanes per vector iteration
+    interleave: int | None = None  # llvm.loop.interleave.count: vector iterations per step
 
 
 NO_UNROLL = LoopHints(unroll="disable", vectorize=False)
@@ -119,6 +121,12 @@ def _loop_id(module: ir.Module, hints: LoopHints) -> _LoopID | None:
     if hints.vectorize is not None:
         flag = ir.Constant(I1, int(hints.vectorize))
         props.append(module.add_metadata(["llvm.loop.vectorize.enable", flag]))
+    if hints.width is not None:
+        width = ir.Constant(I32, hints.width)
+        props.append(module.add_metadata(["llvm.loop.vectorize.width", width]))
+    if hints.interleave is not None:
+        count = ir.Constant(I32, hints.interleave)
+        props.append(module.add_metadata(["llvm.loop.interleave.count", count]))
     return _LoopID(module, props) if props else None
 
 

@@ -7,7 +7,7 @@ optimised and run as one compiled call per training step.
 
 from graphc import dtypes
 from graphc.contraction import addmm, baddbmm, bmm, einsum
-from graphc.device import cuda, device
+from graphc.device import backends, cuda, device
 from graphc.dispatch import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from graphc.dtypes import bool_ as bool  # noqa: A001  (torch.bool)
 from graphc.dtypes import float32, float64, int32, int64
@@ -166,7 +166,7 @@ from graphc import nn, optim  # noqa: E402
 
 
 def __getattr__(name: str):
-    if name in ("data", "distributed", "models"):
+    if name in ("data", "distributed", "models", "utils", "vision"):
         import importlib
 
         return importlib.import_module(f"graphc.{name}")

@@ -90,3 +90,17 @@ class cuda:  # noqa: N801  (the torch.cuda namespace, as far as CPU-only code as
     @staticmethod
     def manual_seed_all(seed: int) -> None:
         """As manual_seed."""
+
+
+class _mps:  # noqa: N801  (torch.backends.mps)
+    @staticmethod
+    def is_available() -> bool:
+        return False
+
+    @staticmethod
+    def is_built() -> bool:
+        return False
+
+
+class backends:  # noqa: N801  (the torch.backends namespace, as far as CPU-only code asks it)
+    mps = _mps

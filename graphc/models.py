@@ -190,6 +190,80 @@ class TextLSTM(nn.Module):
         return self.fc(h[-1])
 
 
+class DepthwiseSeparable(nn.Module):
+    """A 3x3 depthwise convolution (one filter per channel) and a 1x1 pointwise one, each
+    with BatchNorm and ReLU (Howard et al., 2017)."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(
+            in_planes, in_planes, 3, stride=stride, padding=1, groups=in_planes, bias=False
+        )
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv2 = nn.Conv2d(in_planes, planes, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)))
+
+
+class MobileNet(nn.Module):
+    """MobileNet (v1) for 3x32x32 inputs: a 3x3 stem of 32 channels, 13 depthwise-separable
+    blocks (each (width, stride); the strides of 2 take 32x32 down to 2x2), global average
+    pooling, a classifier. `width` multiplies every layer's channels."""
+
+    BLOCKS = (64, (128, 2), 128, (256, 2), 256, (512, 2), 512, 512, 512, 512, 512, (1024, 2), 1024)
+
+    def __init__(self, num_classes: int = 10, width: float = 1.0):
+        super().__init__()
+        planes = int(32 * width)
+        self.conv1 = nn.Conv2d(3, planes, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        layers = []
+        for block in self.BLOCKS:
+            out, stride = block if isinstance(block, tuple) else (block, 1)
+            layers.append(DepthwiseSeparable(planes, int(out * width), stride))
+            planes = int(out * width)
+        self.layers = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(planes, num_classes)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layers(x)
+        return self.fc(self.pool(x).flatten(1))
+
+
+class Autoencoder(nn.Module):
+    """A convolutional autoencoder for 3x32x32 images: three stride-2 convolutions encode an
+    image to 128 channels at 4x4, three stride-2 transposed convolutions decode it back.
+    Trained to reproduce its (normalised) input under mean squared error."""
+
+    objective = "reconstruction"  # what graphc train and bench optimise: MSE(net(x), x)
+
+    def __init__(self, channels: int = 3):
+        super().__init__()
+        self.encoder = nn.Sequential(
+            nn.Conv2d(channels, 32, 3, stride=2, padding=1),  # 16x16
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1),  # 8x8
+            nn.ReLU(),
+            nn.Conv2d(64, 128, 3, stride=2, padding=1),  # 4x4
+            nn.ReLU(),
+        )
+        self.decoder = nn.Sequential(
+            nn.ConvTranspose2d(128, 64, 3, stride=2, padding=1, output_padding=1),  # 8x8
+            nn.ReLU(),
+            nn.ConvTranspose2d(64, 32, 3, stride=2, padding=1, output_padding=1),  # 16x16
+            nn.ReLU(),
+            nn.ConvTranspose2d(32, channels, 3, stride=2, padding=1, output_padding=1),  # 32x32
+        )
+
+    def forward(self, x):
+        return self.decoder(self.encoder(x))
+
+
 MODELS = {
     "convnet": ConvNet,
     "lenet5": LeNet5,
@@ -197,6 +271,8 @@ MODELS = {
     "resnet20": ResNet20,
     "transformer": TextTransformer,
     "lstm": TextLSTM,
+    "mobilenet": MobileNet,
+    "autoencoder": Autoencoder,
 }
 INPUT_SHAPES = {
     "convnet": (3, 32, 32),
@@ -205,6 +281,8 @@ INPUT_SHAPES = {
     "resnet20": (3, 32, 32),
     "transformer": (TEXT_LENGTH,),
     "lstm": (TEXT_LENGTH,),
+    "mobilenet": (3, 32, 32),
+    "autoencoder": (3, 32, 32),
 }
 
 

@@ -23,6 +23,8 @@ NN_KINDS = {
     "graphc.nn.attention": "`nn` layers",
     "graphc.nn.transformer": "`nn` layers",
     "graphc.nn.rnn": "`nn` layers",
+    "graphc.nn.layers_spatial": "`nn` layers",
+    "graphc.nn.normalization": "`nn` layers",
     "graphc.nn.activation": "`nn` activations",
     "graphc.nn.loss": "`nn` losses",
     "graphc.nn.container": "`nn` containers",
@@ -39,6 +41,9 @@ FUNCTION_MODULES = (
     "graphc.nn.functional_activation",
     "graphc.nn.functional_loss",
     "graphc.nn.functional_sequence",
+    "graphc.nn.functional_conv",
+    "graphc.nn.functional_norm",
+    "graphc.nn.functional_resize",
 )
 
 

@@ -1,4 +1,5 @@
-"""canonicalize: local identities that make graphs smaller and easier to match.
+"""canonicalize: local identities that make graphs smaller and easier to match, and the
+forms of 1x1 convolutions the kernels run fastest (passes/pointwise.py).
 
 Each rule is named, with its identity as its first comment line. A rule returns the
 replacement node or None when it does not apply.
@@ -6,7 +7,9 @@ replacement node or None when it does not apply.
 
 from __future__ import annotations
 
+from graphc import dtypes
 from graphc.ir import Graph, GraphBuilder, Node
+from graphc.passes import pointwise
 from graphc.passes.rewrite import rewrite
 
 
@@ -159,9 +162,18 @@ RULES = (
 
 
 def canonicalize(graph: Graph) -> Graph:
+    # the pointwise-convolution forms depend on the vector width (meta["vectors"], put there
+    # by the frontend for the backend's target; 16 f32 lanes when no target is known)
+    vectors = graph.meta.get("vectors")
+    lanes = vectors.lanes(dtypes.float32) if vectors is not None else pointwise.DEFAULT_LANES
+
     def apply(b: GraphBuilder, node: Node, ins: tuple[Node, ...]) -> Node | None:
         for rule in RULES:
             new = rule(b, node, ins)
+            if new is not None:
+                return new
+        for rule in pointwise.RULES:
+            new = rule(b, node, ins, lanes)
             if new is not None:
                 return new
         return None

@@ -295,12 +295,20 @@ class ChannelPlan:
     nb: int  # blocks of `lanes` output channels per tile
     r: int
     t: int  # output columns per tile
+    # "call": all weights packed once per call, images outermost; "tile": weights too large
+    # for the stack are packed one channel tile at a time, with the images inside the tile
+    pack: str = "call"
 
     def describe(self, lanes: int) -> str:
+        packing = (
+            "weights packed per call"
+            if self.pack == "call"
+            else "weights packed per channel tile, images inside it"
+        )
         return (
             f"channel schedule: tile {self.nb}x{lanes} channels x {self.r} rows x {self.t} "
-            f"columns ({self.nb * self.r * self.t} vector accumulators), weights packed per "
-            "call; loops c, i; taps j unrolled; results transposed in registers for row stores"
+            f"columns ({self.nb * self.r * self.t} vector accumulators), {packing}; loops c, "
+            "i; taps j unrolled; results transposed in registers for row stores"
         )
 
 
@@ -381,14 +389,19 @@ def direct_plan_options(
                     plan = WidthPlan(ot, r, v)
                     options.append((_width_cost(p, lanes, plan, regs), plan))
     n_blocks = -(-p.og // lanes)
-    packed = p.groups * n_blocks * p.cg * p.rows.k * p.cols.k * lanes * 4
-    if packed <= STACK_LIMIT_BYTES // 2:
-        for nb in range(1, min(n_blocks, 3) + 1):
-            for r in range(1, min(p.rows.n_out, 4) + 1):
-                for t in range(1, min(p.cols.n_out, 16) + 1):
-                    if nb * r * t + nb * p.cols.k + 2 <= regs:
-                        plan = ChannelPlan(nb, r, t)
-                        options.append((_channel_cost(p, lanes, plan, regs), plan))
+    per_block = p.cg * p.rows.k * p.cols.k * lanes * 4
+    whole = p.groups * n_blocks * per_block <= STACK_LIMIT_BYTES // 2
+    for nb in range(1, min(n_blocks, 3) + 1):
+        if not whole and nb * per_block > STACK_LIMIT_BYTES // 2:
+            continue
+        for r in range(1, min(p.rows.n_out, 4) + 1):
+            for t in range(1, min(p.cols.n_out, 16) + 1):
+                if nb * r * t + nb * p.cols.k + 2 <= regs:
+                    plan = ChannelPlan(nb, r, t, "call" if whole else "tile")
+                    cost = _channel_cost(p, lanes, plan, regs)
+                    if not whole:  # repacking each tile's weights: a cycle per element
+                        cost += p.groups * n_blocks * per_block / 4
+                    options.append((cost, plan))
     return options
 
 
@@ -470,3 +483,87 @@ def wgrad_plan_options(
                 pack = geo.groups * n_blocks * geo.oh * geo.ow / 4  # ~ a quarter cycle per element
                 options.append((geo.n * (units * per_unit + pack), ChannelWPlan(r, t)))
     return options
+
+
+# ---- depthwise convolutions (groups = channels) ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class DepthwisePlan:
+    """One filter per channel (groups == channels, one output channel each): vectors run
+    along a block of `lanes` channels, over a zero-bordered [rows][cols][lane] stack scratch
+    holding each image's planes transposed (codegen/kernels/conv_depthwise.py). `form`:
+    "gather" (each output sums its taps from the scratch: conv2d, its weight gradient, and
+    conv2d_input_grad at stride 1 as a correlation of g with the flipped kernel) or
+    "scatter" (conv2d_input_grad at stride > 1: each cotangent adds its taps into the
+    scratch). `tile`: positions per register tile."""
+
+    form: str
+    tile: int
+    scratch_rows: int
+    scratch_cols: int
+
+    def describe(self, lanes: int) -> str:
+        how = "taps gathered" if self.form == "gather" else "taps scattered"
+        return (
+            f"depthwise schedule: vectors of {lanes} channels, tiles of {self.tile} positions, "
+            f"{how} over a {self.scratch_rows}x{self.scratch_cols} zero-bordered "
+            "channels-last scratch per image and channel block, filled a row at a time; "
+            "planes transposed in registers on the way in and out"
+        )
+
+
+def _scratch(n_in: int, n_out: int, k: int, s: int, d: int, p: int) -> int:
+    """Scratch extent along an axis: the padded input and every tap of every output."""
+    return max(n_in + 2 * p, (n_out - 1) * s + d * (k - 1) + 1)
+
+
+def depthwise_gather_geometry(op: str, geo: ConvGeometry):
+    """(in_hw, out_hw, stride, pad) of the gather form of `op`: conv2d and its weight
+    gradient read x; conv2d_input_grad at stride 1 reads g padded by d*(k-1) - p. None when
+    the input gradient has no such form (stride > 1, or padding beyond the dilated kernel)."""
+    if op != "conv2d_input_grad":
+        return (geo.h, geo.w), (geo.oh, geo.ow), geo.stride, geo.padding
+    (dh, dw), (ph, pw) = geo.dilation, geo.padding
+    pad = (dh * (geo.kh - 1) - ph, dw * (geo.kw - 1) - pw)
+    if geo.stride != (1, 1) or min(pad) < 0:
+        return None
+    return (geo.oh, geo.ow), (geo.h, geo.w), (1, 1), pad
+
+
+def depthwise_plan(op: str, geo: ConvGeometry, lanes: int) -> DepthwisePlan | None:
+    """The depthwise plan of `op`, when the convolution has one filter per channel, its
+    scratch fits the stack budget, and the direct schedules are slower: where rows are
+    narrower than a vector, or strided (conv2d and its weight gradient). Measured at batch
+    64 (GFLOP/s, direct vs depthwise): 4x4 planes 13/61 forward, 13/66 input gradient,
+    11/62 weights; 16x16 at stride 2 5/17 forward, 1.8/26 weights; but 32x32 at stride 1
+    57/31 forward even in cache, and 55/18 streaming (the depthwise kernel reads and writes
+    16 planes at once), and the phase schedule's strided input gradient beats the scatter
+    form on planes a vector wide or more (30/8 at 32x32)."""
+    if not (geo.groups == geo.c > 1 and geo.cg == 1 and geo.og == 1):
+        return None
+    narrow = geo.ow < lanes
+    if not narrow and (op == "conv2d_input_grad" or geo.stride == (1, 1)):
+        return None
+    gather = depthwise_gather_geometry(op, geo)
+    if gather is not None:
+        (ih, iw), (oh, ow), (sh, sw), (ph, pw) = gather
+        dh, dw = geo.dilation
+        rows, cols = _scratch(ih, oh, geo.kh, sh, dh, ph), _scratch(iw, ow, geo.kw, sw, dw, pw)
+        form = "gather"
+    else:
+        rows = _scratch(geo.h, geo.oh, geo.kh, geo.stride[0], geo.dilation[0], geo.padding[0])
+        cols = _scratch(geo.w, geo.ow, geo.kw, geo.stride[1], geo.dilation[1], geo.padding[1])
+        form = "scatter"
+    if rows * cols * lanes * 4 > SCRATCH_BYTES:
+        return None
+    return DepthwisePlan(form, lanes, rows, cols)
+
+
+def depthwise_cycles(geo: ConvGeometry, lanes: int) -> float:
+    """Cycles estimated per call: a load and an FMA per tap and output vector (two of each
+    per cycle), and the transposes in and out (about five instructions per element moved)."""
+    blocks = -(-geo.c // lanes)
+    taps = geo.oh * geo.ow * geo.kh * geo.kw
+    moved = (geo.h * geo.w + geo.oh * geo.ow) * lanes
+    return geo.n * blocks * (taps + moved * 5 / lanes)

@@ -24,6 +24,8 @@ from graphc.ir import Graph, Node
 from graphc.passes.conv_tiles import (
     ConvGeometry,
     conv_geometry,
+    depthwise_cycles,
+    depthwise_plan,
     direct_plan_options,
     forward_problem,
     input_grad_problem,
@@ -66,8 +68,8 @@ class VectorUnit:
 @dataclass(frozen=True)
 class Tiles:
     """One kernel's tile plan. `plan` is what codegen emits (conv_tiles.WidthPlan, ChannelPlan,
-    WidthWPlan, ChannelWPlan; gemm_tiles.OuterPlan, DotPlan, BlockedPlan), None for the
-    generic scalar loops."""
+    PhasePlan, WidthWPlan, ChannelWPlan, DepthwisePlan; gemm_tiles.OuterPlan, DotPlan,
+    BlockedPlan), None for the generic scalar loops."""
 
     op: str
     plan: object | None
@@ -178,10 +180,25 @@ def _ranked(op: str, options: list, lanes: int, regs: int, describe) -> Tiles:
     return Tiles(op, plan, lanes, describe(plan), why)
 
 
+def _depthwise(op: str, geo: ConvGeometry, lanes: int) -> Tiles | None:
+    """A convolution with one filter per channel takes the depthwise schedule (when its
+    scratch fits): the others would vectorise along a row of one channel, or not at all."""
+    plan = depthwise_plan(op, geo, lanes)
+    if plan is None:
+        return None
+    why = (
+        f"one filter per channel: vectors along {lanes} channels; estimate "
+        f"{depthwise_cycles(geo, lanes):,.0f} cycles"
+    )
+    return Tiles(op, plan, lanes, plan.describe(lanes), why)
+
+
 def conv2d_tiles(geo: ConvGeometry, dtype: str, vectors: VectorUnit) -> Tiles:
     if (t := _not_f32("conv2d", dtype)) is not None:
         return t
     lanes = vectors.lanes(dtype)
+    if (t := _depthwise("conv2d", geo, lanes)) is not None:
+        return t
     options = direct_plan_options(forward_problem(geo), lanes, vectors.registers)
     if not options:
         why = "no vector plan: strided columns and weights too large to pack on the stack"
@@ -194,6 +211,8 @@ def conv2d_input_grad_tiles(geo: ConvGeometry, dtype: str, vectors: VectorUnit) 
     if (t := _not_f32(op, dtype)) is not None:
         return t
     lanes = vectors.lanes(dtype)
+    if (t := _depthwise(op, geo, lanes)) is not None:
+        return t
     phases = phase_problem(geo)
     if phases is not None:
         options = phase_plan_options(phases, lanes, vectors.registers)
@@ -215,6 +234,8 @@ def conv2d_weight_grad_tiles(geo: ConvGeometry, dtype: str, vectors: VectorUnit)
     if (t := _not_f32(op, dtype)) is not None:
         return t
     lanes = vectors.lanes(dtype)
+    if (t := _depthwise(op, geo, lanes)) is not None:
+        return t
     options = wgrad_plan_options(geo, lanes, vectors.registers)
     if not options:
         return Tiles(op, None, 1, GENERIC, "no vector plan fits the registers and the scratch")

@@ -246,6 +246,27 @@ def state_dict_of_another_model():
     small_net().load_state_dict(nn.Linear(3, 3).state_dict())  # <-
 
 
+def conv_transpose_output_padding_too_large():
+    up = nn.ConvTranspose2d(4, 2, 3, stride=2, output_padding=2)
+    return up(graphc.ones(1, 4, 5, 5))  # <-
+
+
+def interpolate_without_size_or_scale():
+    F.interpolate(graphc.ones(1, 3, 4, 4), mode="bilinear")  # <-
+
+
+def mse_target_of_another_shape():
+    F.mse_loss(graphc.ones(4, 10), graphc.ones(3, 10))  # <-
+
+
+def cross_entropy_float_labels():
+    F.cross_entropy(graphc.ones(4, 10), graphc.tensor([1.0, 2.0, 3.0, 4.0]))  # <-
+
+
+def nll_loss_labels_of_another_shape():
+    F.nll_loss(F.log_softmax(graphc.ones(4, 10), 1), graphc.tensor([[1, 2, 3, 4]]))  # <-
+
+
 def unknown_backend():
     with environ(GRAPHC_BACKEND="gpu"):
         graphc.compile(lambda x: x + 1)  # <-
@@ -353,6 +374,20 @@ API = [
     Row("api", "state dict of another model", state_dict_of_another_model, StateDictError,
         ("size mismatch for weight", "saved from the same model class"),
         state_dict_of_another_model),
+    Row("api", "ConvTranspose2d output_padding >= stride and dilation",
+        conv_transpose_output_padding_too_large, ShapeError,
+        ("output padding must be smaller than either stride or dilation", "output_padding=(2, 2)",
+         "use output_padding < stride"), conv_transpose_output_padding_too_large),
+    Row("api", "interpolate without size or scale_factor", interpolate_without_size_or_scale,
+        OptionError, ("either size or scale_factor should be defined", "scale_factor=2"),
+        interpolate_without_size_or_scale),
+    Row("api", "mse_loss target of another shape", mse_target_of_another_shape, ShapeError,
+        ("mse_loss: the target's size [3, 10] does not match the input's size [4, 10]",
+         "give a target of the input's shape"), mse_target_of_another_shape),
+    Row("api", "cross_entropy with float labels", cross_entropy_float_labels, ShapeError,
+        ("target is float32[4]", "int64 class indices", ".long()"), cross_entropy_float_labels),
+    Row("api", "nll_loss labels of another shape", nll_loss_labels_of_another_shape, ShapeError,
+        ("expected target of shape [4]", "got [1, 4]"), nll_loss_labels_of_another_shape),
     Row("api", "unknown GRAPHC_BACKEND", unknown_backend, OptionError,
         ("GRAPHC_BACKEND='gpu'", "expected 'native' or 'interpreter'"), unknown_backend),
     Row("api", "GRAPHC_NUM_THREADS not a number", threads_variable_not_a_number, OptionError,
@@ -450,6 +485,15 @@ class WrongLinear(nn.Module):
         return self.fc(x.view(x.shape[0], -1))  # <-
 
 
+class BadDecoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.up = nn.ConvTranspose2d(3, 2, 3, stride=1, dilation=1, output_padding=1)
+
+    def forward(self, x):
+        return self.up(x.view(x.shape[0], 3, 1, 1)).flatten(1)[:, :2]  # <-
+
+
 def labels_out_of_range():
     step_of(small_net(), train_step)(X, [0, 10])  # <-
 
@@ -507,6 +551,9 @@ COMPILED = [
         compiled(train_step, x=np.zeros((2, 3))), ShapeError,
         ("input is float64 but the weight is float32", "convert the input with .float()"),
         train_step),
+    Row("compiled", "transposed conv with too much output padding",
+        compiled(train_step, net=BadDecoder()), ShapeError,
+        ("output padding must be smaller than either stride or dilation",), BadDecoder.forward),
     Row("compiled", "label out of range", labels_out_of_range, ExecutionError,
         ("class index 10 is out of range", "valid: 0..1"), train_step),
     Row("compiled", "a traced tensor used outside", leaked_tensor, TraceError,

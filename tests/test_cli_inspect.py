@@ -245,7 +245,8 @@ ERRORS = {
     "no target": ([], "give a TARGET: convnet, FILE.py:Class or FILE.py:function"),
     "unknown model": (
         ["resnet"],
-        "TARGET must be one of convnet, lenet5, mlp, resnet20, transformer, lstm, FILE.py:Class",
+        "TARGET must be one of convnet, lenet5, mlp, resnet20, transformer, lstm, mobilenet, "
+        "autoencoder, FILE.py:Class",
     ),
     "missing file": (["nope.py:Net"], "nope.py is not a file"),
     "missing class": (["{model}:Big", "--input-shape", "4x8"], "has no Big; it defines Small"),

@@ -319,8 +319,8 @@ def test_user_model_errors(tmp_path, capsys, model_file):
         (
             "resnet",
             [
-                "--model must be one of convnet, lenet5, mlp, resnet20, transformer, lstm or "
-                "FILE.py:ClassName"
+                "--model must be one of convnet, lenet5, mlp, resnet20, transformer, lstm, "
+                "mobilenet, autoencoder or FILE.py:ClassName"
             ],
         ),
     ]

@@ -142,6 +142,18 @@ CONV_CASES = (
     + conv_cases((1, 3, 11, 40), (4, 3, 3, 3), stride=3, padding=1)
     + conv_cases((1, 3, 20, 37), (5, 3, 5, 5), stride=(2, 4), padding=2)
     + conv_cases((1, 2, 5, 100), (3, 2, 3, 3), stride=2, padding=1)
+    # weights too large to pack at once (64 -> 128 channels): packed per channel tile
+    + conv_cases((2, 64, 8, 7), (128, 64, 3, 3), stride=2, padding=1)
+    # depthwise (one filter per channel): narrow planes, a short last block of channels,
+    # strides (the input gradient scattered where the plane is narrow, by phase where it is
+    # wide), dilation, a rectangular kernel, padding beyond the kernel, a 2x2 plane
+    + conv_cases((2, 20, 7, 7), (20, 1, 3, 3), padding=1, groups=20)
+    + conv_cases((2, 16, 9, 8), (16, 1, 3, 3), stride=2, padding=1, groups=16)
+    + conv_cases((1, 40, 20, 35), (40, 1, 3, 3), stride=2, padding=1, groups=40)
+    + conv_cases((2, 18, 5, 6), (18, 1, 5, 3), padding=(2, 1), dilation=(1, 2), groups=18)
+    + conv_cases((1, 17, 4, 7), (17, 1, 2, 2), stride=(1, 2), groups=17)
+    + conv_cases((1, 16, 5, 5), (16, 1, 3, 3), padding=3, groups=16)
+    + conv_cases((3, 32, 2, 2), (32, 1, 3, 3), padding=1, groups=32)
 )
 
 EMIT = {
@@ -272,6 +284,10 @@ def test_both_vector_schedules_are_covered(host_lib):
     assert "width schedule" in text and "channel schedule" in text
     wgrad = " | ".join(c.spec.schedule for c in CONV_CASES if c.op == "conv2d_weight_grad")
     assert "width schedule" in wgrad and "channel schedule" in wgrad
+    dx = " | ".join(c.spec.schedule for c in CONV_CASES if c.op == "conv2d_input_grad")
+    assert "taps gathered" in dx and "taps scattered" in dx and "phase schedule" in dx
+    assert "depthwise schedule" in text and "depthwise schedule" in wgrad
+    assert "packed per call" in text and "packed per channel tile" in text
     mm = " | ".join(c.spec.schedule for c in MATMUL_CASES)
     assert "outer-product" in mm and "dot-product" in mm and "out^T" in mm
     blocked = [c.spec for c in BLOCKED_CASES]

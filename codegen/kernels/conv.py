@@ -24,7 +24,7 @@ from functools import partial
 
 from llvmlite import ir
 
-from graphc.codegen.kernels import conv_generic, conv_strided, conv_wgrad
+from graphc.codegen.kernels import conv_depthwise, conv_generic, conv_strided, conv_wgrad
 from graphc.codegen.kernels.common import KernelSpec, check_tiles, element_type
 from graphc.codegen.kernels.conv_direct import emit_direct
 from graphc.codegen.kernels.epilogue import Epilogue
@@ -32,6 +32,7 @@ from graphc.codegen.target import Target
 from graphc.passes.conv_tiles import (
     ChannelPlan,
     ChannelWPlan,
+    DepthwisePlan,
     PhasePlan,
     WidthPlan,
     WidthWPlan,
@@ -89,8 +90,13 @@ def emit_conv2d(
     stack, lanes = 0, 1
     problem = forward_problem(geo)
     tiles = tiles or conv2d_tiles(geo, dt.name, target.vector_unit())
-    check_tiles(tiles, "conv2d", (WidthPlan, ChannelPlan), target.lanes(dt))
-    if generic or tiles.plan is None:
+    check_tiles(tiles, "conv2d", (WidthPlan, ChannelPlan, DepthwisePlan), target.lanes(dt))
+    if not generic and isinstance(tiles.plan, DepthwisePlan):
+        lanes = target.f32_lanes
+        sched, stack = conv_depthwise.emit_forward(
+            module, name, geo, roles=roles, elem=elem, epi=epi, target=target, plan=tiles.plan
+        )
+    elif generic or tiles.plan is None:
         sched = conv_generic.emit_forward(
             module, name, geo, roles=roles, elem=elem, epi=epi, target=target
         )
@@ -155,10 +161,25 @@ def emit_conv2d_input_grad(
     roles = ("out", "g", "w")
     tiles = tiles or conv2d_input_grad_tiles(geo, dt.name, target.vector_unit())
     kinds = (PhasePlan,) if geo.stride != (1, 1) else (WidthPlan, ChannelPlan)
-    check_tiles(tiles, "conv2d_input_grad", kinds, target.lanes(dt))
+    check_tiles(tiles, "conv2d_input_grad", kinds + (DepthwisePlan,), target.lanes(dt))
     problem = input_grad_problem(geo)
     stack, lanes = 0, 1
-    if not generic and isinstance(tiles.plan, PhasePlan):
+    if not generic and isinstance(tiles.plan, DepthwisePlan):
+        lanes = target.f32_lanes
+        guard = None
+        if tiles.plan.form == "gather":
+
+            def guard(kf):
+                exact = partial(conv_generic.input_grad_loops, kf, geo, elem, exact=True)
+                conv_generic.nonfinite_guard(kf, "w", _numel(w_shape), elem, exact)
+
+        sched, stack = conv_depthwise.emit_input_grad(
+            module, name, geo, roles=roles, elem=elem, target=target, plan=tiles.plan,
+            guard=guard,
+        )  # fmt: skip
+        if guard is not None:
+            sched += "; " + _EXACT_NOTE.format(operand="w")
+    elif not generic and isinstance(tiles.plan, PhasePlan):
         lanes = target.f32_lanes
         sched = conv_strided.emit_phases(
             module,
@@ -238,8 +259,15 @@ def emit_conv2d_weight_grad(
     dt, elem = element_type(dtype)
     roles = ("out", "x", "g")
     tiles = tiles or conv2d_weight_grad_tiles(geo, dt.name, target.vector_unit())
-    check_tiles(tiles, "conv2d_weight_grad", (WidthWPlan, ChannelWPlan), target.lanes(dt))
-    if generic or tiles.plan is None:
+    kinds = (WidthWPlan, ChannelWPlan, DepthwisePlan)
+    check_tiles(tiles, "conv2d_weight_grad", kinds, target.lanes(dt))
+    depthwise = not generic and isinstance(tiles.plan, DepthwisePlan)
+    if depthwise:
+        extent, unit, sched, stack = conv_depthwise.emit_weight_grad(
+            module, name, geo, roles=roles, elem=elem, target=target, plan=tiles.plan
+        )
+        lanes = target.f32_lanes
+    elif generic or tiles.plan is None:
         extent, unit = geo.o * geo.cg, "one (o, c) pair of the weight"
         sched = conv_generic.emit_weight_grad(
             module, name, geo, roles=roles, elem=elem, target=target
@@ -250,7 +278,7 @@ def emit_conv2d_weight_grad(
             module, name, geo, roles=roles, elem=elem, target=target, plan=tiles.plan
         )
         lanes = target.f32_lanes
-    if geo.reads_padding:
+    if geo.reads_padding and not depthwise:
         sched += "; units with an inf or NaN result recomputed by scalar loops that meet the "
         sched += "padding as the reference does"
     return KernelSpec(

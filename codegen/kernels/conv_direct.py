@@ -75,17 +75,37 @@ def emit_direct(
         guard(kf)
     e = _Emitter(kf.builder, p, elem, U.vec(elem, lanes), lanes, epi, kf.ptrs, roles)
     e.regs = target.vector_registers
-    if isinstance(plan, ChannelPlan):
-        e.pack_weights()
     b = kf.builder
-    with U.for_range(b, kf.lo, kf.hi, name="conv.n", hints=U.NO_VECTORIZE) as n:
+
+    def image(n) -> None:
         e.inp_n = U.gep(b, kf.ptrs[roles[1]], elem, U.index(b, (n, p.groups * p.cg * p.in_plane)))
         e.out_n = U.gep(b, kf.ptrs["out"], elem, U.index(b, (n, p.groups * p.og * p.out_plane)))
+
+    def groups(body) -> None:
         if p.groups == 1:
-            e.group(U.i64(0), plan)
+            body(U.i64(0))
         else:
             with U.for_range(b, 0, p.groups, name="conv.g", hints=U.NO_UNROLL) as g:
-                e.group(g, plan)
+                body(g)
+
+    if isinstance(plan, ChannelPlan) and plan.pack == "tile":
+        # weights too large to pack at once: one channel tile's at a time, images inside
+        def tile_of_group(g) -> None:
+            def o_tile(o0, osize):
+                e.pack_tile(g, o0, osize, plan.nb)
+                with U.for_range(b, kf.lo, kf.hi, name="conv.n", hints=U.NO_VECTORIZE) as n:
+                    image(n)
+                    e.spatial(g, plan, o0, osize)
+
+            _tiles(b, p.og, plan.nb * e.lanes, "conv.ot", o_tile)
+
+        groups(tile_of_group)
+    else:
+        if isinstance(plan, ChannelPlan):
+            e.pack_weights()
+        with U.for_range(b, kf.lo, kf.hi, name="conv.n", hints=U.NO_VECTORIZE) as n:
+            image(n)
+            groups(lambda g: e.group(g, plan))
     b.ret_void()
     return plan.describe(lanes), e.stack_bytes
 
@@ -134,6 +154,7 @@ class _Emitter:
     inp_n: ir.Value | None = None
     out_n: ir.Value | None = None
     packed: ir.Value | None = None
+    tile_packed: bool = False
     stack_bytes: int = 0
     regs: int = 32
     slot_cache: dict = field(default_factory=dict)
@@ -149,24 +170,32 @@ class _Emitter:
         return 4 if self.elem == U.F32 else 8
 
     def group(self, g, plan) -> None:
+        width = isinstance(plan, WidthPlan)
+        _tiles(
+            self.b,
+            self.p.og,
+            plan.ot if width else plan.nb * self.lanes,
+            "conv.ot",
+            lambda o0, osize: self.spatial(g, plan, o0, osize),
+        )
+
+    def spatial(self, g, plan, o0, osize) -> None:
+        """Every row and column tile of one channel tile of the current image."""
         b, p = self.b, self.p
         width = isinstance(plan, WidthPlan)
         rows = plan_axis(p.rows, plan.r, border=EDGE_ROWS)
         cols = plan_axis(p.cols, plan.v * self.lanes if width else plan.t)
         tile = self.width_tile if width else self.channel_tile
 
-        def o_tile(o0, osize):
-            def row_tile(y0, ry, cy):
-                _segments(
-                    b,
-                    cols,
-                    "conv.ow",
-                    lambda x0, sx, cx: tile(g, o0, osize, y0, ry, cy, x0, sx, cx),
-                )
+        def row_tile(y0, ry, cy):
+            _segments(
+                b,
+                cols,
+                "conv.ow",
+                lambda x0, sx, cx: tile(g, o0, osize, y0, ry, cy, x0, sx, cx),
+            )
 
-            _segments(b, rows, "conv.oh", row_tile)
-
-        _tiles(b, p.og, plan.ot if width else plan.nb * self.lanes, "conv.ot", o_tile)
+        _segments(b, rows, "conv.oh", row_tile)
 
     # -- shared pieces -----------------------------------------------------------------------
 
@@ -301,6 +330,28 @@ class _Emitter:
             (j, lanes),
         )
 
+    def pack_tile(self, g, o0, osize: int, nb: int) -> None:
+        """The weights of channels o0 .. o0+osize-1 of group g alone, as pack_weights lays
+        out one group's blocks (zero past the tile); the tile's blocks then index from 0."""
+        b, p, lanes = self.b, self.p, self.lanes
+        count = nb * p.cg * p.rows.k * p.cols.k * lanes
+        if self.packed is None:
+            self.packed = stack_array(b, self.elem, count, "wpack")
+            self.stack_bytes += count * self.esize
+        self.tile_packed = True
+        U.memset_zero(b, self.packed, count * self.esize)
+        with (
+            U.for_range(b, 0, osize, name="pack.o") as o,
+            U.for_range(b, 0, p.cg, name="pack.c") as c,
+            U.for_range(b, 0, p.rows.k, name="pack.i") as i,
+            U.for_range(b, 0, p.cols.k, name="pack.j") as j,
+        ):
+            src_o = b.add(o0, o)
+            src = U.gep(b, self.w, self.elem, weight_index(b, p, g, src_o, c, i, j))
+            blk, lane = b.udiv(o, U.i64(lanes)), b.urem(o, U.i64(lanes))
+            at = U.index(b, (self._packed_index(U.i64(0), blk, c, i, j), 1), (lane, 1))
+            b.store(b.load(src, typ=self.elem), U.gep(b, self.packed, self.elem, at))
+
     def pack_weights(self) -> None:
         """wp[g][block][c][i][j][lane] = W(g, block*lanes + lane, c, i, j), zero past og."""
         b, p, lanes = self.b, self.p, self.lanes
@@ -334,11 +385,13 @@ class _Emitter:
                 readers.setdefault(t * cols.stride + j * cols.dilation, []).append((t, j))
         used_j = sorted({j for pairs in readers.values() for _, j in pairs})
         blk0 = b.udiv(o0, U.i64(lanes), name="blk0")
+        # where the tile's weights are packed: with the other groups' and blocks', or alone
+        pg, pblk = (U.i64(0), U.i64(0)) if self.tile_packed else (g, blk0)
 
         blk_stride = p.cg * p.rows.k * cols.k * lanes
 
         def taps(c, c_ptr, i, live) -> None:
-            w_base = U.gep(b, self.packed, self.elem, self._packed_index(g, blk0, c, i, 0))
+            w_base = U.gep(b, self.packed, self.elem, self._packed_index(pg, pblk, c, i, 0))
             wv = {
                 (j, k): U.load_vec(
                     b, U.gep(b, w_base, self.elem, k * blk_stride + j * lanes), self.vt

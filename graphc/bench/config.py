@@ -38,9 +38,8 @@ def machine_threads() -> int:
 
 @dataclass
 class BenchConfig:
-    model: str = (
-        "convnet"  # convnet | lenet5 | mlp | resnet20 | FILE.py:Class | package.module:Class
-    )
+    # convnet | lenet5 | mlp | resnet20 | mobilenet | autoencoder | FILE.py:Class | module:Class
+    model: str = "convnet"
     input_shape: tuple[int, ...] | None = None  # per sample; None: the built-in model's own
     batch_sizes: tuple[int, ...] = (64,)
     optimizer: str = "sgd"

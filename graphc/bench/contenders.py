@@ -22,6 +22,7 @@ from graphc.bench.config import (
     Workload,
 )
 from graphc.bench.workload import WorkloadData, model_class
+from graphc.training.objective import RECONSTRUCTION, criterion, objective_of
 
 
 class Contender:
@@ -62,14 +63,16 @@ class GraphcContender(Contender):
         net.load_state_dict(data.state)
         self.net = net
         self.x, self.y = graphc.from_numpy(data.x), graphc.from_numpy(data.y)
+        if objective_of(net) == RECONSTRUCTION:
+            self.y = self.x  # the target of an autoencoder is its input
         if w.kind == "train":
             net.train()
-            criterion = nn.CrossEntropyLoss()
+            loss_fn = criterion(nn, objective_of(net))
             optimizer = _optimizer(graphc.optim, net.parameters(), w)
 
             def train_step(inputs, labels):
                 optimizer.zero_grad()
-                loss = criterion(net(inputs), labels)
+                loss = loss_fn(net(inputs), labels)
                 loss.backward()
                 optimizer.step()
                 return loss
@@ -146,11 +149,13 @@ class TorchContender(Contender):
         self.x, self.y = torch.from_numpy(data.x.copy()), torch.from_numpy(data.y.copy())
         if float64 and self.x.is_floating_point():  # (token ids stay integers)
             self.x = self.x.double()
+        if objective_of(net) == RECONSTRUCTION:
+            self.y = self.x
         self.model = torch.compile(net) if compiled else net
         self.kind = w.kind
         if w.kind == "train":
             net.train()
-            self.criterion = torch.nn.CrossEntropyLoss()
+            self.criterion = criterion(torch.nn, objective_of(net))
             self.optimizer = _optimizer(torch.optim, net.parameters(), w)
         else:
             net.eval()

@@ -49,7 +49,8 @@ def input_shape(w: Workload) -> tuple[int, ...]:
 
 
 def num_classes(cls: type, shape: tuple[int, ...], seed: int) -> int:
-    """Runs the graphc model eagerly on two zero samples and reads the logits' width."""
+    """Runs the graphc model eagerly on two zero samples and reads the logits' width (for a
+    model that reconstructs its input: checks the output's shape; its labels are unused)."""
     import graphc
     from graphc.models import sample_inputs
 
@@ -61,6 +62,15 @@ def num_classes(cls: type, shape: tuple[int, ...], seed: int) -> int:
             out = net(graphc.from_numpy(sample_inputs(cls, shape, 2)))
     except graphc.GraphcError as e:
         raise BenchError(f"the model does not accept samples of shape {list(shape)}: {e}") from None
+    from graphc.training.objective import RECONSTRUCTION, objective_of
+
+    if objective_of(cls) == RECONSTRUCTION:
+        if not isinstance(out, graphc.Tensor) or tuple(out.shape) != (2, *shape):
+            raise BenchError(
+                f"{cls.__name__} reconstructs its input: it must return outputs of the "
+                f"input's shape [batch, {', '.join(map(str, shape))}]"
+            )
+        return 10  # labels are drawn but not used
     if not isinstance(out, graphc.Tensor) or out.ndim != 2 or out.shape[0] != 2:
         raise BenchError("the model must return logits of shape [batch, classes]")
     return int(out.shape[1])

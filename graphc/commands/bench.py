@@ -50,8 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--model",
         default=d.model,
         metavar="NAME|FILE.py:Class",
-        help="convnet, lenet5, mlp, resnet20, or a graphc.nn.Module class in your file "
-        "(default: convnet)",
+        help="convnet, lenet5, mlp, resnet20, transformer, lstm, mobilenet, autoencoder, or a "
+        "graphc.nn.Module class in your file (default: convnet)",
     )
     p.add_argument(
         "--input-shape",

@@ -2,10 +2,12 @@
 Graphviz DOT), the fusion groups and every merge rejected with its reason, the memory plan,
 FLOPs and bytes per kernel, one kernel's LLVM IR or assembly, and a per-kernel profile.
 
-TARGET is convnet (the reference model; also lenet5, mlp, resnet20), FILE.py:Class (a
-graphc.nn.Module; needs --input-shape) or FILE.py:function (compiled as written, one random
-tensor per --input-shape). A Module is compiled for inference, or with --train as the whole training
-step (cross-entropy on labels drawn for its classes, backward, optimizer step).
+TARGET is convnet (the reference model; also lenet5, mlp, resnet20, mobilenet, autoencoder),
+FILE.py:Class (a graphc.nn.Module; needs --input-shape) or FILE.py:function (compiled as
+written, one random tensor per --input-shape). A Module is compiled for inference, or with
+--train as the whole training step (cross-entropy on labels drawn for its classes, or the
+mean squared error against the input for a model that reconstructs it, backward, optimizer
+step).
 Without a report option the IR after the last pass is printed.
 
 examples:
@@ -36,7 +38,8 @@ def add_target_arguments(p: argparse.ArgumentParser, train_help: str) -> None:
         "target",
         nargs="?",
         metavar="TARGET",
-        help="convnet | lenet5 | mlp | resnet20 | FILE.py:Class | FILE.py:function",
+        help="convnet | lenet5 | mlp | resnet20 | mobilenet | autoencoder | FILE.py:Class | "
+        "FILE.py:function",
     )
     p.add_argument(
         "--input-shape",

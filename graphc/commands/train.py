@@ -43,8 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--model",
         default=_,
         metavar="NAME|FILE.py:Class",
-        help="convnet, lenet5, mlp, resnet20, transformer, lstm, or a graphc.nn.Module class "
-        "in your file (default: convnet; lenet5 for MNIST; transformer for text)",
+        help="convnet, lenet5, mlp, resnet20, transformer, lstm, mobilenet, autoencoder, or a "
+        "graphc.nn.Module class in your file (default: convnet; lenet5 for MNIST; transformer "
+        "for text)",
     )
     p.add_argument(
         "--data",

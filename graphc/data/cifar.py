@@ -53,9 +53,18 @@ class CIFAR10(ImageDataset):
     mean = (0.4914, 0.4822, 0.4465)
     std = (0.2470, 0.2435, 0.2616)
 
-    def __init__(self, root: str | os.PathLike, train: bool = True, download: bool = False):
-        if download:
-            raise DataError(f"CIFAR10(download=True) is not supported. {how_to_get(root)}")
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        train: bool = True,
+        transform=None,
+        target_transform=None,
+        download: bool = False,
+    ):
+        """torchvision's arguments: `transform` maps the images (graphc applies it to whole
+        batches, see graphc.data.transforms), `target_transform` each label; download=True
+        is accepted when the files are there already (graphc never downloads)."""
+        self.transform, self.target_transform = transform, target_transform
         self.root = Path(root)
         self.train = train
         names = TRAIN_FILES if train else TEST_FILES

@@ -97,6 +97,10 @@ class ImageDataset(Dataset):
     classes: Sequence[str] = ()
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
+    # torchvision's per-sample transforms, applied here to whole batches (get_batch) or to a
+    # batch of one (__getitem__): graphc's transforms map batches (graphc.data.transforms)
+    transform = None
+    target_transform = None
 
     def __init__(self, images: np.ndarray, labels: np.ndarray) -> None:
         if images.dtype != np.uint8 or images.ndim != 4:
@@ -119,11 +123,21 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         image = np.divide(self.images[index], 255, dtype=np.float32)
-        return Tensor._wrap(image), int(self.labels[index])
+        label = int(self.labels[index])
+        if self.transform is not None:
+            image = np.asarray(self.transform(image[None]))[0]
+        if self.target_transform is not None:
+            label = self.target_transform(label)
+        return Tensor._wrap(image), label
 
     def get_batch(self, indices: np.ndarray) -> tuple[Tensor, Tensor]:
         images = np.divide(self.images[indices], 255, dtype=np.float32)
-        return Tensor._wrap(images), Tensor._wrap(self.labels[indices])
+        labels = self.labels[indices]
+        if self.transform is not None:
+            images = np.asarray(self.transform(images))
+        if self.target_transform is not None:
+            labels = np.asarray([self.target_transform(int(v)) for v in labels])
+        return Tensor._wrap(images), Tensor._wrap(labels)
 
     def __repr__(self) -> str:
         c, h, w = self.sample_shape

@@ -39,9 +39,18 @@ class MNIST(ImageDataset):
     mean = (0.1307,)
     std = (0.3081,)
 
-    def __init__(self, root: str | os.PathLike, train: bool = True, download: bool = False):
-        if download:
-            raise DataError(f"MNIST(download=True) is not supported. {how_to_get(root)}")
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        train: bool = True,
+        transform=None,
+        target_transform=None,
+        download: bool = False,
+    ):
+        """torchvision's arguments: `transform` maps the images (graphc applies it to whole
+        batches, see graphc.data.transforms), `target_transform` each label; download=True
+        is accepted when the files are there already (graphc never downloads)."""
+        self.transform, self.target_transform = transform, target_transform
         self.root = Path(root)
         self.train = train
         image_name, label_name = FILES[train]

@@ -1,4 +1,4 @@
-"""Batch transforms: normalize, random crop with padding, random horizontal flip.
+"""Batch transforms: to-tensor, normalize, random crop with padding, random horizontal flip.
 
 A transform maps a whole batch of images (B, C, H, W) at once, vectorised in numpy, and
 takes its randomness from the `rng` it is handed. DataLoader(transform=...) hands it a
@@ -48,6 +48,21 @@ class Compose(Transform):
     def apply(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         for t in self.transforms:
             images = t.apply(images, rng)
+        return images
+
+
+class ToTensor(Transform):
+    """torchvision's ToTensor for batches: uint8 images become float32 in [0, 1]; images that
+    are float already (what graphc's data sets yield) pass through unchanged."""
+
+    random = False
+
+    def __init__(self) -> None:
+        pass
+
+    def apply(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if images.dtype == np.uint8:
+            return np.divide(images, 255, dtype=np.float32)
         return images
 
 

@@ -1,15 +1,16 @@
 """What `graphc inspect` and `graphc check` compile: TARGET resolved to a step and its inputs.
 
 TARGET is
-- a built-in model name (convnet, lenet5, mlp, resnet20): its batch shape defaults to 64
-  images of the model's input size;
+- a built-in model name (convnet, lenet5, mlp, resnet20, transformer, lstm, mobilenet,
+  autoencoder): its batch shape defaults to 64 inputs of the model's input size;
 - FILE.py:Class, a graphc.nn.Module with a no-argument constructor (needs --input-shape);
 - FILE.py:function, compiled as written (a training step that calls backward() and step()
   is inspected as one), called with one random float32 tensor per --input-shape (several
   shapes separated by commas).
 
 A Module is compiled for inference (eval mode, no gradients) or, with --train, as the whole
-training step: cross-entropy on labels drawn for the model's number of classes, backward and
+training step: cross-entropy on labels drawn for the model's number of classes (or, for a
+model that reconstructs its input, the mean squared error against the input), backward and
 an optimizer step. The step's own lines (loss, backward, step) are compiled from the template
 below under the file name "<graphc train_step>", so every node's location is real and the
 ones that are not the user's say so.
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from graphc.inspection.common import InspectError
+from graphc.training.objective import RECONSTRUCTION, criterion, objective_of
 
 STEPS = """
 def train_step(inputs, labels):
@@ -163,15 +165,20 @@ def _module_target(spec, cls, shape, shapes, train, optimizer, lr) -> Target:
     x = graphc.from_numpy(sample_inputs(cls, tuple(shape[1:]), shape[0], SEED))
     namespace = {"graphc": graphc, "net": net}
     out_shape = _output_shape(spec, net, shape)
+    reconstruct = objective_of(cls) == RECONSTRUCTION
     if train:
-        classes = _num_classes(spec, out_shape)
-        labels = np.random.default_rng(SEED + 1).integers(0, classes, shape[0])
-        namespace["criterion"] = nn.CrossEntropyLoss()
+        if reconstruct:  # the target is the input itself
+            labels = None
+        else:
+            classes = _num_classes(spec, out_shape)
+            labels = np.random.default_rng(SEED + 1).integers(0, classes, shape[0])
+        namespace["criterion"] = criterion(nn, objective_of(cls))
         namespace["optimizer"] = _optimizer(net, optimizer or "sgd", lr)
     exec(compile(STEPS, "<graphc train_step>", "exec"), namespace)
     if train:
         step = graphc.compile(namespace["train_step"])
-        return Target(spec, "train", step, (x, graphc.from_numpy(labels)))
+        target = x if labels is None else graphc.from_numpy(labels)
+        return Target(spec, "train", step, (x, target))
     net.eval()
     return Target(spec, "inference", graphc.compile(namespace["inference"]), (x,))
 

@@ -35,6 +35,19 @@ from graphc.nn.layers import (
     Linear,
     MaxPool2d,
 )
+from graphc.nn.layers_spatial import (
+    AdaptiveMaxPool2d,
+    CircularPad2d,
+    ConstantPad2d,
+    ConvTranspose2d,
+    Dropout2d,
+    ReflectionPad2d,
+    ReplicationPad2d,
+    Upsample,
+    UpsamplingBilinear2d,
+    UpsamplingNearest2d,
+    ZeroPad2d,
+)
 from graphc.nn.loss import (
     BCELoss,
     BCEWithLogitsLoss,
@@ -47,6 +60,7 @@ from graphc.nn.loss import (
     SmoothL1Loss,
 )
 from graphc.nn.module import Module
+from graphc.nn.normalization import GroupNorm, InstanceNorm2d
 from graphc.nn.parameter import Parameter
 from graphc.nn.rnn import GRU, LSTM, GRUCell, LSTMCell
 from graphc.nn.transformer import TransformerEncoder, TransformerEncoderLayer
@@ -65,9 +79,19 @@ __all__ = [
     "Identity",
     "Linear",
     "Conv2d",
+    "ConvTranspose2d",
     "MaxPool2d",
     "AvgPool2d",
     "AdaptiveAvgPool2d",
+    "AdaptiveMaxPool2d",
+    "Upsample",
+    "UpsamplingNearest2d",
+    "UpsamplingBilinear2d",
+    "ZeroPad2d",
+    "ConstantPad2d",
+    "ReflectionPad2d",
+    "ReplicationPad2d",
+    "CircularPad2d",
     "ReLU",
     "Sigmoid",
     "Tanh",
@@ -86,6 +110,7 @@ __all__ = [
     "PReLU",
     "Flatten",
     "Dropout",
+    "Dropout2d",
     "BatchNorm1d",
     "BatchNorm2d",
     "Embedding",
@@ -97,6 +122,8 @@ __all__ = [
     "GRU",
     "LSTMCell",
     "GRUCell",
+    "GroupNorm",
+    "InstanceNorm2d",
     "CrossEntropyLoss",
     "NLLLoss",
     "MSELoss",

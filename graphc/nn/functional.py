@@ -6,6 +6,8 @@ re-exported here, so users find every function under one name, as in torch.nn.fu
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from graphc import dispatch, dtypes
@@ -27,6 +29,7 @@ from graphc.nn.functional_activation import (  # noqa: F401  (re-exported)
     silu,
     softplus,
 )
+from graphc.nn.functional_conv import conv_transpose2d  # noqa: F401  (re-exported)
 from graphc.nn.functional_loss import (  # noqa: F401  (re-exported)
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
@@ -38,12 +41,23 @@ from graphc.nn.functional_loss import (  # noqa: F401  (re-exported)
     nll_loss,
     smooth_l1_loss,
 )
+from graphc.nn.functional_norm import group_norm, instance_norm  # noqa: F401  (re-exported)
+from graphc.nn.functional_resize import (  # noqa: F401  (re-exported)
+    adaptive_avg_pool2d,
+    adaptive_max_pool2d,
+    interpolate,
+    pad,
+    upsample,
+    upsample_bilinear,
+    upsample_nearest,
+)
 from graphc.nn.functional_sequence import (  # noqa: F401  (re-exported)
     embedding,
     layer_norm,
     multi_head_attention_forward,
     scaled_dot_product_attention,
 )
+from graphc.nn.spatial import batched, bias_nchw, pair
 from graphc.tensor import Tensor
 
 apply = dispatch.apply
@@ -80,35 +94,6 @@ def log_softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3, dty
     G.tensor_argument(input, "log_softmax")
     x = G.cast(input, dtype) if dtype is not None else input
     return G.log_softmax(x, _softmax_dim(x.ndim) if dim is None else dim)
-
-
-def _pair(v, name: str) -> tuple[int, int]:
-    if isinstance(v, int):
-        return (v, v)
-    v = tuple(int(x) for x in v)
-    if len(v) == 1:
-        return (v[0], v[0])
-    if len(v) != 2:
-        raise dispatch.user_error(ShapeError, f"{name} must be an int or a pair, got {v}")
-    return v
-
-
-def _batched(input: Tensor, op: str) -> tuple[Tensor, bool]:
-    """PyTorch accepts unbatched CHW input for 2-D layers: add and later drop the batch dim."""
-    if input.ndim == 3:
-        return G.unsqueeze(input, 0), True
-    if input.ndim != 4:
-        raise dispatch.user_error(
-            ShapeError,
-            f"{op}: expected a 3-D (CHW) or 4-D (NCHW) input, got shape {list(input.shape)}",
-        )
-    return input, False
-
-
-def _bias_nchw(out: Tensor, bias: Tensor | None) -> Tensor:
-    if bias is None:
-        return out
-    return G.add(out, G.reshape(bias, 1, -1, 1, 1))
 
 
 # ---- linear and convolution -----------------------------------------------------------------
@@ -151,8 +136,8 @@ def conv2d(
     groups: int = 1,
 ) -> Tensor:
     G.tensor_argument(input, "conv2d")
-    x, unbatched = _batched(input, "conv2d")
-    stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
+    x, unbatched = batched(input, "conv2d")
+    stride, dilation = pair(stride, "stride"), pair(dilation, "dilation")
     kh, kw = weight.shape[2:] if weight.ndim == 4 else (1, 1)
     trim = (0, 0)  # leading output rows/cols to drop (asymmetric 'same' padding)
     if padding == "valid":
@@ -168,14 +153,14 @@ def conv2d(
         padding = ((totals[0] + 1) // 2, (totals[1] + 1) // 2)
         trim = (totals[0] % 2, totals[1] % 2)
     else:
-        padding = _pair(padding, "padding")
+        padding = pair(padding, "padding")
     out = apply(
         "conv2d", (x, weight), stride=stride, padding=padding, dilation=dilation, groups=int(groups)
     )
     for axis, k in ((2, trim[0]), (3, trim[1])):
         if k:
             out = apply("slice", (out,), axis=axis, start=k, stop=out.shape[axis], step=1)
-    out = _bias_nchw(out, bias)
+    out = bias_nchw(out, bias)
     return G.squeeze(out, 0) if unbatched else out
 
 
@@ -194,16 +179,16 @@ def max_pool2d(
     G.tensor_argument(input, "max_pool2d")
     if return_indices:
         raise dispatch.user_error(GraphcError, "max_pool2d(return_indices=True) is not supported")
-    x, unbatched = _batched(input, "max_pool2d")
-    k = _pair(kernel_size, "kernel_size")
-    s = k if stride is None or stride == [] else _pair(stride, "stride")
+    x, unbatched = batched(input, "max_pool2d")
+    k = pair(kernel_size, "kernel_size")
+    s = k if stride is None or stride == [] else pair(stride, "stride")
     out = apply(
         "max_pool2d",
         (x,),
         kernel_size=k,
         stride=s,
-        padding=_pair(padding, "padding"),
-        dilation=_pair(dilation, "dilation"),
+        padding=pair(padding, "padding"),
+        dilation=pair(dilation, "dilation"),
         ceil_mode=bool(ceil_mode),
     )
     return G.squeeze(out, 0) if unbatched else out
@@ -219,33 +204,20 @@ def avg_pool2d(
     divisor_override: int | None = None,
 ) -> Tensor:
     G.tensor_argument(input, "avg_pool2d")
-    x, unbatched = _batched(input, "avg_pool2d")
-    k = _pair(kernel_size, "kernel_size")
-    s = k if stride is None or stride == [] else _pair(stride, "stride")
+    x, unbatched = batched(input, "avg_pool2d")
+    k = pair(kernel_size, "kernel_size")
+    s = k if stride is None or stride == [] else pair(stride, "stride")
     out = apply(
         "avg_pool2d",
         (x,),
         kernel_size=k,
         stride=s,
-        padding=_pair(padding, "padding"),
+        padding=pair(padding, "padding"),
         ceil_mode=bool(ceil_mode),
         count_include_pad=bool(count_include_pad),
         divisor_override=divisor_override,
     )
     return G.squeeze(out, 0) if unbatched else out
-
-
-def adaptive_avg_pool2d(input: Tensor, output_size) -> Tensor:
-    G.tensor_argument(input, "adaptive_avg_pool2d")
-    size = _pair(output_size, "output_size")
-    h, w = input.shape[-2:]
-    if h % size[0] or w % size[1]:
-        raise dispatch.user_error(
-            GraphcError,
-            f"adaptive_avg_pool2d: input {h}x{w} is not a multiple of the output size {size}",
-        )
-    k = (h // size[0], w // size[1])
-    return avg_pool2d(input, k, k)
 
 
 # ---- regularisation -------------------------------------------------------------------------
@@ -268,6 +240,41 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
         real = np.dtype(input.dtype.np).type
         scale = float(real(1) / real(1.0 - p))  # 1 - p in double, then rounded, as PyTorch
         out = G.where(keep, G.mul(input, scale), 0.0)
+    return input._inplace(out) if inplace else out
+
+
+def dropout2d(
+    input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False
+) -> Tensor:
+    """Zeroes whole channels: one Bernoulli(1 - p) draw per (sample, channel), scaled by
+    1 / (1 - p), as PyTorch's feature dropout. A 3-D input is (N, C, L), as in PyTorch."""
+    G.tensor_argument(input, "dropout2d")
+    if not 0.0 <= p <= 1.0:
+        raise dispatch.user_error(
+            GraphcError, f"dropout probability has to be between 0 and 1, but got {p}"
+        )
+    if input.ndim not in (3, 4):
+        warnings.warn(
+            f"dropout2d: Received a {input.ndim}-D input to dropout2d, which is deprecated; "
+            "dropout2d exists to provide channel-wise dropout on 3-D or 4-D inputs",
+            UserWarning,
+            stacklevel=2,
+        )
+    if not training or p == 0.0:
+        return input
+    if input.ndim < 2:
+        raise dispatch.user_error(
+            ShapeError, f"dropout2d: expected at least 2-D input, got {list(input.shape)}"
+        )
+    mask_shape = tuple(input.shape[:2]) + (1,) * (input.ndim - 2)
+    if p == 1.0:
+        noise = G.zeros(*mask_shape, dtype=input.dtype)
+    else:
+        keep = G.lt(G.rand(*mask_shape, dtype=input.dtype), 1.0 - p)
+        real = np.dtype(input.dtype.np).type
+        scale = G.full(mask_shape, float(real(1) / real(1.0 - p)), dtype=input.dtype)
+        noise = G.where(keep, scale, 0.0)
+    out = G.mul(input, noise)
     return input._inplace(out) if inplace else out
 
 

@@ -51,7 +51,19 @@ def _reduce(loss: Tensor, reduction: str) -> Tensor:
     return loss
 
 
-def _warn_if_broadcast(input: Tensor, target: Tensor) -> None:
+def _warn_if_broadcast(input: Tensor, target: Tensor, op: str) -> None:
+    """PyTorch's warning for a target that broadcasts against the input, and, for one that
+    cannot, an error in the loss's terms (not the subtraction's)."""
+    a, b = tuple(input.shape), tuple(target.shape)
+    for d in range(1, min(len(a), len(b)) + 1):
+        if a[-d] != b[-d] and 1 not in (a[-d], b[-d]):
+            raise dispatch.user_error(
+                ShapeError,
+                f"{op}: the target's size {list(b)} does not match the input's size {list(a)} "
+                f"(the size of tensor a ({a[-d]}) must match the size of tensor b ({b[-d]}) at "
+                f"non-singleton dimension {max(len(a), len(b)) - d}); give a target of the "
+                "input's shape",
+            )
     if tuple(target.shape) != tuple(input.shape):
         warnings.warn(
             f"Using a target size ({list(target.shape)}) that is different to the input size "
@@ -298,7 +310,7 @@ def mse_loss(
     G.tensor_argument(input, "mse_loss")
     G.tensor_argument(target, "mse_loss", "target")
     reduction = _reduction(reduction, size_average, reduce)
-    _warn_if_broadcast(input, target)
+    _warn_if_broadcast(input, target, "mse_loss")
     diff = G.sub(input, target)
     return _weighted(G.mul(diff, diff), weight, reduction, mean_by_weight=True)
 
@@ -314,7 +326,7 @@ def l1_loss(
     G.tensor_argument(input, "l1_loss")
     G.tensor_argument(target, "l1_loss", "target")
     reduction = _reduction(reduction, size_average, reduce)
-    _warn_if_broadcast(input, target)
+    _warn_if_broadcast(input, target, "l1_loss")
     return _weighted(G.abs(G.sub(input, target)), weight, reduction, mean_by_weight=True)
 
 
@@ -334,7 +346,7 @@ def smooth_l1_loss(
         raise dispatch.user_error(
             GraphcError, f"smooth_l1_loss does not support negative values for beta, got {beta}"
         )
-    _warn_if_broadcast(input, target)
+    _warn_if_broadcast(input, target, "smooth_l1_loss")
     z = G.abs(G.sub(input, target))
     if beta == 0.0:
         return _reduce(z, reduction)
@@ -357,7 +369,7 @@ def huber_loss(
         raise dispatch.user_error(
             GraphcError, f"huber_loss does not support non-positive values for delta, got {delta}"
         )
-    _warn_if_broadcast(input, target)
+    _warn_if_broadcast(input, target, "huber_loss")
     z = G.abs(G.sub(input, target))
     quadratic = G.mul(G.mul(z, 0.5), z)
     linear = G.mul(G.sub(z, 0.5 * delta), delta)

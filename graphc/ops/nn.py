@@ -98,15 +98,41 @@ def _conv2d_ref(x, w, stride, padding, dilation, groups):
     o, cg, kh, kw = w.shape
     _, _, oh, ow = _conv_geometry("conv2d", x.shape, w.shape, stride, padding, dilation, groups)
     cols = _patches(_pad(x, padding), (kh, kw), stride, dilation, (oh, ow))
+    if groups > 1:
+        return _grouped_conv2d(cols, w, groups)
+    # [N, OH, OW, O] <- sum over (c, kh, kw)
+    return np.ascontiguousarray(
+        np.tensordot(cols, w, axes=([1, 2, 3], [1, 2, 3])).transpose(0, 3, 1, 2)
+    )
+
+
+def _group_rows(cols: np.ndarray, groups: int) -> np.ndarray:
+    """[N, C, KH, KW, OH, OW] windows -> [G, N*OH*OW, Cg*KH*KW]: one im2col matrix per group."""
+    n, c, kh, kw, oh, ow = cols.shape
+    split = cols.reshape(n, groups, c // groups, kh, kw, oh, ow)
+    return split.transpose(1, 0, 5, 6, 2, 3, 4).reshape(groups, n * oh * ow, -1)
+
+
+def _group_cotangent(g: np.ndarray, groups: int) -> np.ndarray:
+    """[N, O, OH, OW] -> [G, N*OH*OW, Og]."""
+    n, o, oh, ow = g.shape
+    return (
+        g.reshape(n, groups, o // groups, oh, ow)
+        .transpose(1, 0, 3, 4, 2)
+        .reshape(groups, -1, o // groups)
+    )
+
+
+def _grouped_conv2d(cols: np.ndarray, w: np.ndarray, groups: int) -> np.ndarray:
+    """All groups at once, as one batched matmul (a loop over groups costs a numpy call per
+    channel of a depthwise convolution)."""
+    n, _, _, _, oh, ow = cols.shape
+    o = w.shape[0]
     og = o // groups
-    out = np.empty((n, o, oh, ow), x.dtype)
-    for gi in range(groups):
-        part = cols[:, gi * cg : (gi + 1) * cg]
-        wg = w[gi * og : (gi + 1) * og]
-        # [N, OH, OW, Og] <- sum over (c, kh, kw)
-        res = np.tensordot(part, wg, axes=([1, 2, 3], [1, 2, 3]))
-        out[:, gi * og : (gi + 1) * og] = res.transpose(0, 3, 1, 2)
-    return out
+    weights = w.reshape(groups, og, -1).transpose(0, 2, 1)  # [G, Cg*KH*KW, Og]
+    out = np.matmul(_group_rows(cols, groups), weights)  # [G, N*OH*OW, Og]
+    out = out.reshape(groups, n, oh, ow, og).transpose(1, 0, 4, 2, 3)
+    return np.ascontiguousarray(out.reshape(n, o, oh, ow))
 
 
 def _conv2d_vjp(b, g, out, x, w, **attrs):
@@ -148,21 +174,21 @@ def _conv2d_input_grad_ref(g, w, input_shape, stride, padding, dilation, groups)
     n, c, h, wd = input_shape
     o, cg, kh, kw = w.shape
     oh, ow = g.shape[2:]
-    og = o // groups
     hp = max(h + 2 * padding[0], dilation[0] * (kh - 1) + stride[0] * (oh - 1) + 1)
     wp = max(wd + 2 * padding[1], dilation[1] * (kw - 1) + stride[1] * (ow - 1) + 1)
     dxp = np.zeros((n, c, hp, wp), g.dtype)
-    for gi in range(groups):
-        gg = g[:, gi * og : (gi + 1) * og]
-        wg = w[gi * og : (gi + 1) * og]
-        dcols = np.tensordot(gg, wg, axes=([1], [0]))  # [N, OH, OW, Cg, KH, KW]
-        for i in range(kh):
-            for j in range(kw):
-                rows = _window_slice(i, stride[0], dilation[0], oh)
-                cols = _window_slice(j, stride[1], dilation[1], ow)
-                dxp[:, gi * cg : (gi + 1) * cg, rows, cols] += dcols[..., i, j].transpose(
-                    0, 3, 1, 2
-                )
+    if groups == 1:
+        dcols = np.tensordot(g, w, axes=([1], [0]))  # [N, OH, OW, C, KH, KW]
+        dcols = dcols.transpose(0, 3, 4, 5, 1, 2)
+    else:  # every group at once: [G, N*OH*OW, Og] @ [G, Og, Cg*KH*KW]
+        prod = np.matmul(_group_cotangent(g, groups), w.reshape(groups, o // groups, -1))
+        dcols = prod.reshape(groups, n, oh, ow, cg, kh, kw).transpose(1, 0, 4, 5, 6, 2, 3)
+        dcols = dcols.reshape(n, c, kh, kw, oh, ow)
+    for i in range(kh):
+        for j in range(kw):
+            rows = _window_slice(i, stride[0], dilation[0], oh)
+            cols = _window_slice(j, stride[1], dilation[1], ow)
+            dxp[:, :, rows, cols] += dcols[:, :, i, j]
     return dxp[:, :, padding[0] : padding[0] + h, padding[1] : padding[1] + wd].copy()
 
 
@@ -197,14 +223,12 @@ def _conv2d_weight_grad_rule(x: TensorType, g: TensorType, weight_shape, **attrs
 def _conv2d_weight_grad_ref(x, g, weight_shape, stride, padding, dilation, groups):
     o, cg, kh, kw = weight_shape
     oh, ow = g.shape[2:]
-    og = o // groups
     cols = _patches(_pad(x, padding), (kh, kw), stride, dilation, (oh, ow))
-    dw = np.empty(weight_shape, x.dtype)
-    for gi in range(groups):
-        part = cols[:, gi * cg : (gi + 1) * cg]
-        gg = g[:, gi * og : (gi + 1) * og]
-        dw[gi * og : (gi + 1) * og] = np.tensordot(gg, part, axes=([0, 2, 3], [0, 4, 5]))
-    return dw
+    if groups == 1:
+        return np.tensordot(g, cols, axes=([0, 2, 3], [0, 4, 5]))
+    # every group at once: [G, Og, N*OH*OW] @ [G, N*OH*OW, Cg*KH*KW]
+    dw = np.matmul(_group_cotangent(g, groups).transpose(0, 2, 1), _group_rows(cols, groups))
+    return dw.reshape(weight_shape)
 
 
 def _conv2d_weight_grad_vjp(b, ct, out, x, g, weight_shape, **attrs):
@@ -486,7 +510,8 @@ defop(
     traits=("elementwise",),
     flops=lambda out, *ins, **a: 4 * out.numel,
     doc="(x - mean) * invstd * weight + bias, where mean and invstd are x's statistics over "
-    "`axes` (batch_norm in training): the derivative goes through them, so they get none",
+    "`axes` (batch_norm in training): the derivative goes through them, so they get none; "
+    "weight must be constant over `axes` (per channel), as the backward formula assumes",
 )
 
 # ---- softmax family -----------------------------------------------------------------------

@@ -30,6 +30,7 @@ from graphc.data import (
 from graphc.errors import GraphcError
 from graphc.models import MODELS, takes_tokens
 from graphc.training.config import TrainConfig, TrainError
+from graphc.training.objective import RECONSTRUCTION, objective_of
 
 DATA_KINDS = ("builtin", "cifar10:DIR", "mnist:DIR", "builtin-text", "text:DIR")
 
@@ -239,7 +240,8 @@ def _import_file(path: Path):
 
 def check_model_fits(net: nn.Module, data: DataBundle, origin: str) -> None:
     """Runs the model eagerly on two zero samples (eval mode: no running-stat updates, no RNG
-    draws) so a mismatch is reported before training, in terms of the data."""
+    draws) so a mismatch is reported before training, in terms of the data: class logits,
+    or, for a model trained to reconstruct its input, outputs of the input's shape."""
     shape = data.sample_shape
     shape_text = "x".join(map(str, shape))
     was_training = net.training
@@ -256,6 +258,15 @@ def check_model_fits(net: nn.Module, data: DataBundle, origin: str) -> None:
         ) from None
     finally:
         net.train(was_training)
+    if objective_of(net) == RECONSTRUCTION:
+        if not isinstance(out, graphc.Tensor) or tuple(out.shape) != (2, *shape):
+            got = list(out.shape) if isinstance(out, graphc.Tensor) else type(out).__name__
+            raise TrainError(
+                f"the model {origin} reconstructs its input, but returns {got} for a batch of "
+                f"2 images of {shape_text}; it must return the batch's shape [N, "
+                f"{', '.join(map(str, shape))}]"
+            )
+        return
     if not isinstance(out, graphc.Tensor) or tuple(out.shape) != (2, data.num_classes):
         got = list(out.shape) if isinstance(out, graphc.Tensor) else type(out).__name__
         raise TrainError(

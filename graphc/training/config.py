@@ -27,8 +27,9 @@ class TrainError(GraphcError):
 
 @dataclass
 class TrainConfig:
-    model: str | None = None  # convnet | ... | transformer | lstm | FILE.py:Class; None: fits
-    # the data
+    # convnet | lenet5 | mlp | resnet20 | mobilenet | autoencoder | transformer | lstm |
+    # FILE.py:Class; None: fits the data
+    model: str | None = None
     data: str = "builtin"  # builtin | builtin-text | cifar10:DIR | mnist:DIR | text:DIR
     epochs: int = 3
     batch_size: int = 64

@@ -47,6 +47,7 @@ from graphc.training.config import (
     merge_for_resume,
     trajectory_of,
 )
+from graphc.training.objective import RECONSTRUCTION, criterion, objective_of
 from graphc.training.progress import Progress, format_duration
 from graphc.training.report import require_matplotlib, write_log_json, write_plot
 
@@ -158,9 +159,12 @@ class Trainer:
             self.state = restore(ckpt, self.net, self.optimizer, self.train_loader)
             self.good_checkpoint = f"{config.checkpoint} ({self._position()}, resumed from)"
         normalize = self.data.normalizer()
-        step = _train_step(self.dist.wrap_model(self.net), self.optimizer, normalize)
+        self.objective = objective_of(self.net)
+        step = _train_step(
+            self.dist.wrap_model(self.net), self.optimizer, normalize, self.objective
+        )
         self.train_step = self.dist.compile_step(step, graphc.compile)
-        self.eval_step = graphc.compile(_eval_step(self.net, normalize))
+        self.eval_step = graphc.compile(_eval_step(self.net, normalize, self.objective))
 
     def describe(self) -> None:
         c, d = self.config, self.data
@@ -173,7 +177,11 @@ class Trainer:
         self.say(
             f"graphc train: {type(self.net).__name__} ({count_parameters(self.net):,} parameters) "
             f"on {d.name} data: {len(d.train):,} train / {len(d.test):,} test {d.samples()}, "
-            f"{d.num_classes} classes"
+            + (
+                "trained to reconstruct them (mean squared error)"
+                if self.objective == RECONSTRUCTION
+                else f"{d.num_classes} classes"
+            )
         )
         self.say(
             f"  {opt}, batch {c.batch_size} ({len(self.train_loader)} steps/epoch), "
@@ -293,21 +301,27 @@ class Trainer:
         return f"epoch {s.epoch + 1}, step {s.batch}/{len(self.train_loader)}"
 
     def _evaluate(self) -> tuple[float, float] | None:
-        """(mean test loss, accuracy), or None when interrupted."""
+        """(mean test loss, accuracy (NaN for a reconstruction)), or None when
+        interrupted."""
         self.net.eval()
         loss_sum, correct, count = 0.0, 0, 0
         try:
             with graphc.no_grad():
                 for images, labels in self.test_loader:
-                    loss, hits = self.eval_step(images, labels)
+                    if self.objective == RECONSTRUCTION:
+                        loss, hits = self.eval_step(images, labels), None
+                    else:
+                        loss, hits = self.eval_step(images, labels)
                     loss_sum += loss.item()
-                    correct += int(hits.item())
+                    correct += int(hits.item()) if hits is not None else 0
                     count += len(labels)
                     if self.interrupt.signum is not None:
                         return None
         finally:
             self.net.train()
         loss_sum, correct, count = self.dist.sum(loss_sum, correct, count)
+        if self.objective == RECONSTRUCTION:  # nothing to count: the loss says it all
+            return loss_sum / max(count, 1), math.nan
         return loss_sum / max(count, 1), correct / max(count, 1)
 
     def _end_epoch(self, test_loss: float, accuracy: float) -> None:
@@ -325,9 +339,10 @@ class Trainer:
         h.seconds.append(wait + busy)
         unit = "sentences/s" if self.data.is_text else "img/s"
         rate = f"{h.images_per_second[-1]:,.0f} {unit}" if images else "(resumed after training)"
+        scored = f"test accuracy {100 * accuracy:.2f}%  " if math.isfinite(accuracy) else ""
         self.say(
             f"epoch {s.epoch + 1}/{c.epochs}: train loss {h.train_loss[-1]:.4f}  test loss "
-            f"{test_loss:.4f}  test accuracy {100 * accuracy:.2f}%  {rate}  "
+            f"{test_loss:.4f}  {scored}{rate}  "
             f"({format_duration(wait + busy)}, data wait {_percent(wait, wait + busy)})"
         )
         s.epoch += 1
@@ -356,7 +371,14 @@ class Trainer:
         self._write_plot()
         h = self.state.history
         total = sum(h.seconds)
-        accuracy = f"test accuracy {100 * h.test_accuracy[-1]:.2f}%" if h.epoch else ""
+        accuracy = ""
+        if h.epoch:
+            last = h.test_accuracy[-1]
+            accuracy = (
+                f"test accuracy {100 * last:.2f}%"
+                if math.isfinite(last)
+                else f"test loss {h.test_loss[-1]:.4f}"
+            )
         epochs = _plural(self.state.epoch, "epoch")
         self.say(
             f"done: {accuracy} after {epochs} ({format_duration(total)} training); "
@@ -420,12 +442,14 @@ def _check_outputs(config: TrainConfig) -> None:
             )
 
 
-def _train_step(net: nn.Module, optimizer, normalize):
-    criterion = nn.CrossEntropyLoss()
+def _train_step(net: nn.Module, optimizer, normalize, objective: str):
+    loss_fn = criterion(nn, objective)
+    reconstruct = objective == RECONSTRUCTION
 
     def train_step(inputs, labels):
         optimizer.zero_grad()
-        loss = criterion(net(normalize(inputs)), labels)
+        x = normalize(inputs)
+        loss = loss_fn(net(x), x if reconstruct else labels)
         loss.backward()
         optimizer.step()
         return loss
@@ -433,12 +457,16 @@ def _train_step(net: nn.Module, optimizer, normalize):
     return train_step
 
 
-def _eval_step(net: nn.Module, normalize):
-    criterion = nn.CrossEntropyLoss(reduction="sum")  # summed: the mean is over the whole set
+def _eval_step(net: nn.Module, normalize, objective: str):
+    # summed: the mean is over the whole set
+    loss_fn = criterion(nn, objective, reduction="sum")
 
     def eval_step(inputs, labels):
-        logits = net(normalize(inputs))
-        return criterion(logits, labels), (logits.argmax(1) == labels).sum()
+        x = normalize(inputs)
+        out = net(x)
+        if objective == RECONSTRUCTION:  # the mean squared error of each image, summed
+            return loss_fn(out, x) / (x.numel() // x.shape[0])
+        return loss_fn(out, labels), (out.argmax(1) == labels).sum()
 
     return eval_step
 
