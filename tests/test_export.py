@@ -489,6 +489,11 @@ def test_cli_exports_a_training_step(tmp_path, compiler, capsys):
     assert abi["arguments"][0]["shape"] == [8, 3, 32, 32]
     assert main(["export", "--model", "nope", "-o", str(out)]) == 1
     assert "--model must be one of" in capsys.readouterr().err
+    for model, why in [("transformer", "token ids"), ("autoencoder", "reconstruct")]:
+        assert main(["export", "--model", model, "-o", str(tmp_path / model)]) == 1
+        err = capsys.readouterr().err
+        assert why in err and "image classifiers" in err and "graphc train" in err
+        assert not (tmp_path / model).exists()
 
 
 def test_readme_c_program_trains_on_the_builtin_data(tmp_path, compiler):

@@ -32,7 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--model",
         default="convnet",
         metavar="NAME|FILE.py:Class",
-        help="convnet, lenet5, mlp, or a graphc.nn.Module class in your file (default: convnet)",
+        help="convnet, lenet5, mlp, resnet20, mobilenet, or a graphc.nn.Module class in your "
+        "file that classifies float images (default: convnet)",
     )
     p.add_argument("--train", action="store_true", help="export a training step, not a forward")
     p.add_argument("--batch-size", type=int, default=64, help="images per call (default: 64)")
@@ -83,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise TrainError("--batch-size must be at least 1")
     cls, origin = resolve_model_class(args.model)
+    _check_exportable(cls, origin)
     shape = _shape(args.input_shape) or INPUT_SHAPES.get(args.model, (3, 32, 32))
     graphc.manual_seed(args.seed)
     try:
@@ -132,6 +134,26 @@ def run(args: argparse.Namespace) -> int:
     print(f"in {result.seconds:.2f} s; build a program with")
     print(f"  cc app.c -I {args.output} -L {args.output} -l{name} -Wl,-rpath,{args.output}")
     return 0
+
+
+def _check_exportable(cls: type, origin: str) -> None:
+    """The C ABI takes float32 images and int64 labels and returns logits: refuse, before any
+    work, a model that reads token ids or is trained to reconstruct its input."""
+    from graphc.models import takes_tokens
+    from graphc.training.config import TrainError
+    from graphc.training.objective import RECONSTRUCTION, objective_of
+
+    if takes_tokens(cls):
+        why = "reads token ids (int64), but an exported library takes float32 images"
+    elif objective_of(cls) == RECONSTRUCTION:
+        why = "is trained to reconstruct its input, but an exported library trains a classifier"
+    else:
+        return
+    raise TrainError(
+        f"the model {origin} {why}; graphc export writes image classifiers only for now. "
+        "Train it with graphc train, or export a classifier (convnet, lenet5, mlp, resnet20, "
+        "mobilenet)"
+    )
 
 
 def _shape(text: str | None) -> tuple[int, ...] | None:
