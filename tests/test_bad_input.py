@@ -686,6 +686,16 @@ BENCH = [
         ("nothing to run", "--no-train needs --inference")),
 ]  # fmt: skip
 
+EXPORT = [
+    Row("cli export", "a text model", usage("export", "--model", "lstm", "-o", "out"),
+        TrainError, ("reads token ids", "image classifiers only", "graphc train")),
+    Row("cli export", "the autoencoder",
+        usage("export", "--model", "autoencoder", "--train", "-o", "out"), TrainError,
+        ("reconstruct its input", "image classifiers only", "graphc train")),
+    Row("cli export", "--batch-size 0", usage("export", "--batch-size", "0", "-o", "out"),
+        TrainError, ("--batch-size must be at least 1",)),
+]  # fmt: skip
+
 
 # ---- data readers ---------------------------------------------------------------------------
 
@@ -905,7 +915,7 @@ CACHE_ROWS = [
     Row("cache", "empty entries", rebuilt_after(lambda raw: b""), None),
 ]  # fmt: skip
 
-ROWS = API + COMPILED + TRAIN + INSPECT + CHECK + BENCH + DATA + CHECKPOINTS + CACHE_ROWS
+ROWS = API + COMPILED + TRAIN + INSPECT + CHECK + BENCH + EXPORT + DATA + CHECKPOINTS + CACHE_ROWS
 
 
 # ---- running the table ----------------------------------------------------------------------
