@@ -11,7 +11,7 @@ from graphc.errors import ShapeError
 from graphc.nn import functional as F
 from graphc.nn import init
 from graphc.nn.functional_conv import transposed_output_size
-from graphc.nn.layers import _check_device, _empty, _pair
+from graphc.nn.layers import _check_device, _DropoutNd, _empty, _pair
 from graphc.nn.module import Module
 from graphc.tensor import Tensor
 
@@ -234,15 +234,6 @@ class AdaptiveMaxPool2d(Module):
         return f"output_size={self.output_size}"
 
 
-class Dropout2d(Module):
-    def __init__(self, p: float = 0.5, inplace: bool = False) -> None:
-        super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
-        self.p, self.inplace = p, inplace
-
+class Dropout2d(_DropoutNd):
     def forward(self, input: Tensor) -> Tensor:
         return F.dropout2d(input, self.p, self.training, self.inplace)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}, inplace={self.inplace}"
