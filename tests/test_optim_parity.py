@@ -21,11 +21,11 @@ STEPS = 12
 MODES = pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
 
 
-def gradient_sequence(seed: int = 0) -> list[list[np.ndarray]]:
+def gradient_sequence(seed: int = 0, steps: int = STEPS) -> list[list[np.ndarray]]:
     """Gradients of mixed magnitudes, including exact zeros and tiny values (Adam's eps)."""
     rng = np.random.default_rng(seed)
     seq = []
-    for _ in range(STEPS):
+    for _ in range(steps):
         grads = []
         for shape in SHAPES:
             g = rng.standard_normal(shape) * 10.0 ** rng.integers(-9, 1, shape)
@@ -156,6 +156,19 @@ def test_update_rules_match_torch(torch, compiled, name):
             )
     if compiled:
         assert sum(len(v) for v in fn.cache.values()) == 1
+
+
+@MODES
+@pytest.mark.parametrize(
+    "name", [n for n in CONFIGS if n.startswith(("rmsprop", "adagrad", "adadelta"))]
+)
+def test_rmsprop_adagrad_adadelta_track_torch_over_50_steps(torch, compiled, name):
+    """The last-bit differences above compound: over 50 steps RMSprop reaches 1.6e-6 of an
+    element (measured), still inside rtol 1e-5, what a user comparing runs would accept."""
+    grads = gradient_sequence(steps=50)
+    want, _ = run_torch(torch, CONFIGS[name], grads)
+    got, _, _ = run_graphc(CONFIGS[name], grads, compiled)
+    assert_histories_match(got, want, rtol=1e-5, atol=1e-7)
 
 
 def two_groups(params):
