@@ -142,6 +142,21 @@ def _unit(b, u, inner: int):
     return o, c0, width
 
 
+def _clear_unit(b, out, o, c0, width, n: int, inner: int, dtype):
+    """Zeroes the unit's `width` columns from c0 in all n rows of outer row o of `out` (the
+    scatter kernels add into it next); returns the unit's first element."""
+    base = b.add(b.mul(o, i64(n * inner)), c0)
+    zero = scalar.constant(dtype, 0)
+
+    def clear(k):
+        r, c = k
+        at = b.add(base, b.add(b.mul(r, i64(inner)), c))
+        scalar.store(b, zero, elem(b, out, at, dtype), dtype)
+
+    nest(b, [(0, n), (0, width)], clear, "zero")
+    return base
+
+
 def _add_into(b, out, at, value, dtype) -> None:
     p = elem(b, out, at, dtype)
     acc = scalar.load(b, p, dtype)
@@ -156,18 +171,10 @@ def emit_index_add(module: ir.Module, name: str, node: Node, storage: Storage) -
     m = index.type.numel
     dt = node.dtype
     fn, b, (out, gp, ip), lo, hi = new_kernel(module, name, 3)
-    zero = scalar.constant(dt, 0)
 
     def unit(idx):
         o, c0, width = _unit(b, idx[0], inner)
-        base = b.add(b.mul(o, i64(n * inner)), c0)
-
-        def clear(k):
-            r, c = k
-            at = b.add(base, b.add(b.mul(r, i64(inner)), c))
-            scalar.store(b, zero, elem(b, out, at, dt), dt)
-
-        nest(b, [(0, n), (0, width)], clear, "zero")
+        base = _clear_unit(b, out, o, c0, width, n, inner, dt)
 
         def add(k):
             (j,) = k
@@ -204,18 +211,10 @@ def emit_scatter_add(module: ir.Module, name: str, node: Node, storage: Storage)
     m = index.shape[axis]
     dt = node.dtype
     fn, b, (out, gp, ip), lo, hi = new_kernel(module, name, 3)
-    zero = scalar.constant(dt, 0)
 
     def unit(idx):
         o, c0, width = _unit(b, idx[0], inner)
-        base = b.add(b.mul(o, i64(n * inner)), c0)
-
-        def clear(k):
-            r, c = k
-            at = b.add(base, b.add(b.mul(r, i64(inner)), c))
-            scalar.store(b, zero, elem(b, out, at, dt), dt)
-
-        nest(b, [(0, n), (0, width)], clear, "zero")
+        base = _clear_unit(b, out, o, c0, width, n, inner, dt)
 
         def add(k):
             j, c = k

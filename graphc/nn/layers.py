@@ -103,12 +103,7 @@ class Conv2d(Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
-            if fan_in:
-                bound = 1 / math.sqrt(fan_in)
-                init.uniform_(self.bias, -bound, bound)
+        _reset_conv(self.weight, self.bias)
 
     def forward(self, input: Tensor) -> Tensor:
         return F.conv2d(
@@ -235,6 +230,46 @@ class Dropout(_DropoutNd):
         return F.dropout(input, self.p, self.training, self.inplace)
 
 
+def _reset_conv(weight: Parameter, bias: Parameter | None) -> None:
+    """PyTorch's _ConvNd initialisation, for every convolution layout (the fan-in comes from
+    the weight's dims 1 and up, whatever they mean in that layout)."""
+    init.kaiming_uniform_(weight, a=math.sqrt(5))
+    if bias is not None:
+        fan_in, _ = init._calculate_fan_in_and_fan_out(weight)
+        if fan_in:
+            bound = 1 / math.sqrt(fan_in)
+            init.uniform_(bias, -bound, bound)
+
+
+def _affine_parameters(m: Module, n: int, affine: bool, bias: bool, dtype) -> None:
+    """A normalisation's weight (ones) and bias (zeros) when affine; PyTorch 2.13's
+    bias=False keeps only the weight."""
+    m.use_bias = affine and bias
+    dt = (dtype or dtypes.float32).np
+    if affine:
+        m.weight = Parameter(np.ones(n, dt))
+    else:
+        m.register_parameter("weight", None)
+    if m.use_bias:
+        m.bias = Parameter(np.zeros(n, dt))
+    else:
+        m.register_parameter("bias", None)
+
+
+def _running_stats(m: Module, n: int, track: bool, dtype) -> None:
+    """running_mean (zeros), running_var (ones) and num_batches_tracked when `track`, else
+    the three buffers registered as None (PyTorch's state_dict keys either way)."""
+    dt = (dtype or dtypes.float32).np
+    if track:
+        m.register_buffer("running_mean", Tensor._wrap(np.zeros(n, dt)))
+        m.register_buffer("running_var", Tensor._wrap(np.ones(n, dt)))
+        m.register_buffer("num_batches_tracked", Tensor._wrap(np.zeros((), np.int64)))
+    else:
+        m.register_buffer("running_mean", None)
+        m.register_buffer("running_var", None)
+        m.register_buffer("num_batches_tracked", None)
+
+
 class _BatchNorm(Module):
     def __init__(
         self,
@@ -252,24 +287,8 @@ class _BatchNorm(Module):
         _check_device(device)
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
-        self.use_bias = affine and bias  # PyTorch 2.13: bias=False keeps only the weight
-        dt = (dtype or dtypes.float32).np
-        if affine:
-            self.weight = Parameter(np.ones(num_features, dt))
-        else:
-            self.register_parameter("weight", None)
-        if self.use_bias:
-            self.bias = Parameter(np.zeros(num_features, dt))
-        else:
-            self.register_parameter("bias", None)
-        if track_running_stats:
-            self.register_buffer("running_mean", Tensor._wrap(np.zeros(num_features, dt)))
-            self.register_buffer("running_var", Tensor._wrap(np.ones(num_features, dt)))
-            self.register_buffer("num_batches_tracked", Tensor._wrap(np.zeros((), np.int64)))
-        else:
-            self.register_buffer("running_mean", None)
-            self.register_buffer("running_var", None)
-            self.register_buffer("num_batches_tracked", None)
+        _affine_parameters(self, num_features, affine, bias, dtype)
+        _running_stats(self, num_features, track_running_stats, dtype)
 
     def reset_running_stats(self) -> None:
         if self.track_running_stats:

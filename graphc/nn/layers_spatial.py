@@ -4,14 +4,11 @@ parameters and reprs. Each forward is its nn.functional form."""
 
 from __future__ import annotations
 
-import math
-
 from graphc import dispatch
 from graphc.errors import ShapeError
 from graphc.nn import functional as F
-from graphc.nn import init
 from graphc.nn.functional_conv import transposed_output_size
-from graphc.nn.layers import _check_device, _DropoutNd, _empty, _pair
+from graphc.nn.layers import _check_device, _DropoutNd, _empty, _pair, _reset_conv
 from graphc.nn.module import Module
 from graphc.tensor import Tensor
 
@@ -59,12 +56,7 @@ class ConvTranspose2d(Module):
 
     def reset_parameters(self) -> None:
         # PyTorch's _ConvNd rule; the fan-in of this layout is out_channels / groups * kH * kW
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
-            if fan_in:
-                bound = 1 / math.sqrt(fan_in)
-                init.uniform_(self.bias, -bound, bound)
+        _reset_conv(self.weight, self.bias)
 
     def _output_padding(self, input: Tensor, output_size) -> tuple[int, int]:
         """The output_padding that makes the output `output_size` (PyTorch's rule: any

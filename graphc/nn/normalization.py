@@ -2,30 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
-
-from graphc import dispatch, dtypes
+from graphc import dispatch
 from graphc.errors import ShapeError
 from graphc.nn import functional as F
-from graphc.nn.layers import _check_device
+from graphc.nn.layers import _affine_parameters, _check_device, _running_stats
 from graphc.nn.module import Module
-from graphc.nn.parameter import Parameter
 from graphc.tensor import Tensor
-
-
-def _affine_parameters(m: Module, n: int, affine: bool, bias: bool, dtype) -> None:
-    """weight (ones) and bias (zeros) when affine; PyTorch 2.13's bias=False keeps only the
-    weight."""
-    m.use_bias = affine and bias
-    dt = (dtype or dtypes.float32).np
-    if affine:
-        m.weight = Parameter(np.ones(n, dt))
-    else:
-        m.register_parameter("weight", None)
-    if m.use_bias:
-        m.bias = Parameter(np.zeros(n, dt))
-    else:
-        m.register_parameter("bias", None)
 
 
 class GroupNorm(Module):
@@ -79,15 +61,7 @@ class InstanceNorm2d(Module):
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         _affine_parameters(self, num_features, affine, bias, dtype)
-        dt = (dtype or dtypes.float32).np
-        if track_running_stats:
-            self.register_buffer("running_mean", Tensor._wrap(np.zeros(num_features, dt)))
-            self.register_buffer("running_var", Tensor._wrap(np.ones(num_features, dt)))
-            self.register_buffer("num_batches_tracked", Tensor._wrap(np.zeros((), np.int64)))
-        else:
-            self.register_buffer("running_mean", None)
-            self.register_buffer("running_var", None)
-            self.register_buffer("num_batches_tracked", None)
+        _running_stats(self, num_features, track_running_stats, dtype)
 
     def forward(self, input: Tensor) -> Tensor:
         if input.ndim not in (3, 4):
