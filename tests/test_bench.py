@@ -198,6 +198,19 @@ def test_torch_twin_has_the_same_state_dict_layout():
     assert all(tuple(ours[k].shape) == tuple(theirs[k].shape) for k in ours)
 
 
+def test_graphc_float64_contender_is_the_exact_answer_without_torch():
+    """Without PyTorch, graphc's eager mode in float64 is what float32 rounding is measured
+    against; it trains the same model from the same weights, in double precision."""
+    w = workload()
+    data = data_for(ConvNet, w, (3, 32, 32))
+    exact = GraphcContender(w, data, compiled=False, float64=True)
+    eager = GraphcContender(w, data, compiled=False)
+    result = check_training(eager, exact, data.state)
+    assert result["passed"], result["problems"]
+    assert result["worst_update_rel_diff"] < 1e-3  # float32 rounding only
+    assert all(v.dtype == np.float64 for v in exact.parameters().values())
+
+
 @pytest.mark.torch
 def test_torch_contender_matches_graphc_from_the_same_weights():
     pytest.importorskip("torch")
@@ -334,6 +347,8 @@ def test_without_torch_graphc_runs_alone(tmp_path):
     w = json.loads(out.read_text())["workloads"][0]
     assert list(w["contenders"]) == ["graphc"]
     assert w["check"]["reference"] == "graphc-eager" and w["initialisation"] == "graphc-default"
+    # a deep model's float32 rounding is judged against a float64 run, as with PyTorch
+    assert w["check"]["exact"] == "graphc-eager (float64)"
     assert w["contenders"]["graphc"]["startup"] is None
 
 

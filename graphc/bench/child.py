@@ -68,7 +68,10 @@ def _prepare(req: dict) -> dict:
     subject = GraphcContender(w, data)
     reference = make_contender(TORCH_EAGER if twin is not None else GRAPHC_EAGER, w, data)
     if w.kind == "train":
-        exact = TorchContender(w, data, float64=True) if twin is not None else None
+        if twin is not None:
+            exact = TorchContender(w, data, float64=True)
+        else:
+            exact = GraphcContender(w, data, compiled=False, float64=True)
         check = check_training(subject, reference, state, exact)
     else:
         check = check_inference(subject, reference)

@@ -53,16 +53,26 @@ class GraphcContender(Contender):
     """graphc: the whole step under graphc.compile with the chosen backend; or, with
     compiled=False, graphc's eager mode (the correctness reference when PyTorch is absent)."""
 
-    def __init__(self, w: Workload, data: WorkloadData, compiled: bool = True) -> None:
+    def __init__(
+        self, w: Workload, data: WorkloadData, compiled: bool = True, float64: bool = False
+    ) -> None:
+        """`float64` (eager only): the same model and batch in double precision, the exact
+        answer float32 results are measured against when PyTorch is absent."""
         import graphc
         import graphc.nn as nn
 
         self.name = GRAPHC if compiled else GRAPHC_EAGER
+        if float64:
+            self.name += " (float64)"
         graphc.manual_seed(w.seed)
         net = model_class(w.model)()
         net.load_state_dict(data.state)
+        if float64:
+            net = net.double()
         self.net = net
         self.x, self.y = graphc.from_numpy(data.x), graphc.from_numpy(data.y)
+        if float64 and data.x.dtype.kind == "f":  # (token ids stay integers)
+            self.x = graphc.from_numpy(data.x.astype(np.float64))
         if objective_of(net) == RECONSTRUCTION:
             self.y = self.x  # the target of an autoencoder is its input
         if w.kind == "train":
