@@ -108,7 +108,7 @@ def emit_conv2d(
         if problem.reads_padding():
 
             def guard(kf):
-                exact = partial(conv_generic.forward_loops, kf, geo, elem, epi, exact=True)
+                exact = partial(conv_generic.forward_loops, geo=geo, elem=elem, epi=epi, exact=True)
                 conv_generic.nonfinite_guard(kf, "w", _numel(w_shape), elem, exact)
 
         sched, stack = emit_direct(
@@ -170,7 +170,7 @@ def emit_conv2d_input_grad(
         if tiles.plan.form == "gather":
 
             def guard(kf):
-                exact = partial(conv_generic.input_grad_loops, kf, geo, elem, exact=True)
+                exact = partial(conv_generic.input_grad_loops, geo=geo, elem=elem, exact=True)
                 conv_generic.nonfinite_guard(kf, "w", _numel(w_shape), elem, exact)
 
         sched, stack = conv_depthwise.emit_input_grad(
@@ -206,7 +206,7 @@ def emit_conv2d_input_grad(
         if problem.reads_padding():
 
             def guard(kf):
-                exact = partial(conv_generic.input_grad_loops, kf, geo, elem, exact=True)
+                exact = partial(conv_generic.input_grad_loops, geo=geo, elem=elem, exact=True)
                 conv_generic.nonfinite_guard(kf, "w", _numel(w_shape), elem, exact)
 
         sched, stack = emit_direct(

@@ -46,7 +46,7 @@ def emit_phases(
     """Emit the kernel (roles: out, g, w); returns the schedule's description."""
     lanes = target.f32_lanes if elem == U.F32 else target.lanes("float64")
     kf = define_kernel(module, name, roles, p.batch, target)
-    exact = partial(conv_generic.input_grad_loops, kf, geo, elem, exact=True)
+    exact = partial(conv_generic.input_grad_loops, geo=geo, elem=elem, exact=True)
     conv_generic.nonfinite_guard(kf, "w", geo.o * geo.cg * geo.kh * geo.kw, elem, exact)
     e = _Phases(kf.builder, p, plan, elem, lanes, kf.ptrs)
     b = kf.builder
