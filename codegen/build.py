@@ -236,7 +236,7 @@ class Build:
 
     def _compile_here(self, e: Emitted, compiled: list[bytes]) -> None:
         part = jit.CompileTimes()
-        obj = jit.emit_object(e.module, self.target, e.opt, part, unroll=e.unroll)
+        obj = jit.emit_object(e.module, self.target, e.opt, part, unroll=e.unroll, light=e.light)
         self.times.parse += part.parse
         self.times.optimize += part.optimize
         self.times.codegen += part.codegen

@@ -79,12 +79,32 @@ def parse(module: ir.Module | str) -> llvm.ModuleRef:
     return ref
 
 
-def optimize(ref: llvm.ModuleRef, target: Target, level: int = 3, unroll: bool = True) -> None:
+# Explicit vector code (a contraction with a tile plan) needs few of -O1's sixty-odd passes:
+# its accumulators promoted to registers (sroa), its loops rotated so that the machine-code
+# passes hoist and strength-reduce them, the emitter's redundancies combined and its blocks
+# merged. Measured on ResNet-20's convolutions: machine code as fast as -O1's, with a quarter
+# of its optimisation time (0.27 s against 1.1 s for the 26 codes).
+LIGHT_PASSES = ("sroa", "loop_rotate", "instruction_combine", "simplify_cfg")
+
+
+def optimize(
+    ref: llvm.ModuleRef, target: Target, level: int = 3, unroll: bool = True, light: bool = False
+) -> None:
     """Run the standard new-pass-manager pipeline `-O<level>` on `ref` in place; without
-    `unroll`, loops are vectorised but neither unrolled nor interleaved."""
+    `unroll`, loops are vectorised but neither unrolled nor interleaved; with `light`, only
+    LIGHT_PASSES run instead."""
     if level <= 0:
         return
     with _LOCK:
+        if light:
+            pb = llvm.create_pass_builder(
+                target.target_machine(opt=level), llvm.create_pipeline_tuning_options(level)
+            )
+            mpm = llvm.create_new_module_pass_manager()
+            for name in LIGHT_PASSES:
+                getattr(mpm, f"add_{name}_pass")()
+            mpm.run(ref, pb)
+            return
         tm = target.target_machine(opt=level)
         pto = llvm.create_pipeline_tuning_options(speed_level=level)
         if not unroll:
@@ -126,9 +146,10 @@ def emit_object(
     times: CompileTimes | None = None,
     siblings: Iterable[str] = (),
     unroll: bool = True,
+    light: bool = False,
 ) -> bytes:
-    """Optimised relocatable object code (ELF on Linux) for `module` (`opt`, `unroll`: see
-    optimize); `siblings` are the functions other objects linked with it define."""
+    """Optimised relocatable object code (ELF on Linux) for `module` (`opt`, `unroll`,
+    `light`: see optimize); `siblings` are the functions other objects linked with it define."""
     target = target or host_target()
     times = times if times is not None else CompileTimes()
     t0 = time.perf_counter()
@@ -136,7 +157,7 @@ def emit_object(
     with _LOCK:
         ref.triple = target.triple
         t1 = time.perf_counter()
-        optimize(ref, target, opt, unroll)
+        optimize(ref, target, opt, unroll, light)
         t2 = time.perf_counter()
         _check_externals(ref, frozenset(siblings))
         obj = target.target_machine(opt=max(opt, 0)).emit_object(ref)
@@ -170,23 +191,31 @@ def assign(jobs: Sequence[CompileJob], workers: int, head_start: int = 0) -> lis
 
 
 def emit_assembly(
-    module: ir.Module | str, target: Target | None = None, opt: int = 3, unroll: bool = True
+    module: ir.Module | str,
+    target: Target | None = None,
+    opt: int = 3,
+    unroll: bool = True,
+    light: bool = False,
 ) -> str:
     """The machine code for `module` as assembly text (for `graphc inspect`)."""
     target = target or host_target()
     ref = parse(module)
-    optimize(ref, target, opt, unroll)
+    optimize(ref, target, opt, unroll, light)
     with _LOCK:
         return target.target_machine(opt=opt).emit_assembly(ref)
 
 
 def optimized_ir(
-    module: ir.Module | str, target: Target | None = None, opt: int = 3, unroll: bool = True
+    module: ir.Module | str,
+    target: Target | None = None,
+    opt: int = 3,
+    unroll: bool = True,
+    light: bool = False,
 ) -> str:
     """The LLVM IR of `module` after the optimisation pipeline."""
     target = target or host_target()
     ref = parse(module)
-    optimize(ref, target, opt, unroll)
+    optimize(ref, target, opt, unroll, light)
     return str(ref)
 
 

@@ -160,6 +160,7 @@ class Emitted:
     codes: list[KernelModule] = field(default_factory=list)
     opt: int = 3  # how LLVM optimises it (Lowering.recipe)
     unroll: bool = True
+    light: bool = False
 
     @property
     def instructions(self) -> int:
@@ -218,20 +219,24 @@ class Lowering:
         code = self.shared.codes[name]
         return k, code, self.stored, self.storage, self.tiles.kernels.get(name)
 
-    def recipe(self, bundle: Bundle) -> tuple[int, bool]:
-        """How LLVM optimises a bundle: (-O level, whether loops are unrolled). Measured on
-        ResNet-20's kernels:
-        - a contraction emitted with a tile plan is explicit vector code already: -O1
-          (promotion to registers, combining, hoisting) gives machine code as fast in
-          10-20% less time;
+    def recipe(self, bundle: Bundle) -> tuple[int, bool, bool]:
+        """How LLVM optimises a bundle: (-O level, whether loops are unrolled, whether only
+        jit.LIGHT_PASSES run). Measured on ResNet-20's kernels:
+        - a conv2d, conv2d_input_grad or matmul emitted with a tile plan is explicit vector
+          code already: the light passes give machine code as fast as -O1's, which took 4x
+          their time and 10-20% less than -O3;
+        - conv2d_weight_grad keeps -O1: its units loop over images around the vector tiles
+          and ran 10% slower without -O1's loop passes;
         - loop kernels need -O3's vectoriser, but not its unrolling and interleaving of the
           vector loop: memory-bound, they run as fast without, and compile in half the time.
         Scalar contractions (float64, geometries without a plan) keep the full -O3."""
         kinds = [self.kernel(self.shared.first[d]) for d in bundle.digests]
         if len(kinds) == 1 and kinds[0].kind in TILED_KINDS:
             plan = self.tiles.kernels.get(kinds[0].name)
-            return (1, True) if plan is not None and plan.plan is not None else (3, True)
-        return 3, False
+            if plan is None or plan.plan is None:
+                return 3, True, False
+            return 1, True, kinds[0].kind != "conv2d_weight_grad"
+        return 3, False, False
 
     def __post_init__(self) -> None:
         self._kernels = {k.name: k for k in self.graph.meta["schedule"].kernels}
@@ -254,8 +259,8 @@ def emit_bundles(
     for bundle in bundles:
         module = ir.Module(name=bundle.name)
         module.triple = lw.target.triple
-        opt, unroll = lw.recipe(bundle)
-        e = Emitted(bundle, module, opt=opt, unroll=unroll)
+        opt, unroll, light = lw.recipe(bundle)
+        e = Emitted(bundle, module, opt=opt, unroll=unroll, light=light)
         for digest in bundle.digests:
             k, code, stored, storage, tiles = lw.code_source(digest)
             e.codes.append(_emit_code(k, code, stored, storage, lw.target, tiles, module))

@@ -166,7 +166,7 @@ def compile_work(lw, bundles: Sequence) -> Work:
         send(b"R", json.dumps(records).encode())
         for e in emitted:
             times = jit.CompileTimes()
-            obj = jit.emit_object(e.module, lw.target, e.opt, times, unroll=e.unroll)
+            obj = jit.emit_object(e.module, lw.target, e.opt, times, unroll=e.unroll, light=e.light)
             stamp = json.dumps(asdict(times)).encode()
             send(b"O", struct.pack("<I", len(stamp)) + stamp + obj)
 

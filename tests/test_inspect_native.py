@@ -134,3 +134,27 @@ def test_graphc_debug_ladder(level, tmp_path):
     assert ('define i32 @"graphc_entry"' in err) == (level >= 3)
     assert ("<lambda>: assembly (entry) ----" in err) == (level >= 4)
     assert ("graphc_entry:" in err) == (level >= 4)
+
+
+def test_convolutions_say_how_llvm_optimises_them():
+    """Tiled conv2d runs the light pass list; the weight gradient keeps -O1; the padded
+    conv's inf/NaN path is a call to its own out-of-line function, not inlined loops."""
+    graphc.manual_seed(0)
+    conv = graphc.nn.Conv2d(16, 16, 3, padding=1)
+    opt = graphc.optim.SGD(conv.parameters(), lr=0.1)
+
+    @graphc.compile
+    def step(x):
+        opt.zero_grad()
+        loss = conv(x).relu().sum()
+        loss.backward()
+        opt.step()
+        return loss
+
+    insp = step.inspect(graphc.ones(8, 16, 12, 12))
+    by_kind = {k.split("_", 1)[1]: k for k in insp.kernels}
+    forward = insp.llvm(by_kind["conv2d"])
+    assert forward.splitlines()[0].endswith("(light passes)")
+    symbol = re.search(r"@(gk_\w+)", forward).group(1)
+    assert f"call void @{symbol}.exact(" in forward
+    assert insp.llvm(by_kind["conv2d_weight_grad"]).splitlines()[0].endswith("(-O1)")

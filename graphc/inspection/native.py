@@ -54,7 +54,8 @@ def _kernel_module(graph: Graph, name: str):
     symbol, bundle = lowered.kernel_module(name)
     others = [k for k in lowered.codes[symbol].users if k != name]
     shared = f", shared with {', '.join(others)}" if others else ""
-    how = f"-O{bundle.opt}" + ("" if bundle.unroll else ", loops not unrolled")
+    how = "light passes" if bundle.light else f"-O{bundle.opt}"
+    how += "" if bundle.unroll else ", loops not unrolled"
     return symbol, str(bundle.module), f"; {name} runs @{symbol}{shared} ({how})", bundle
 
 
@@ -63,7 +64,9 @@ def kernel_llvm(graph: Graph, name: str) -> str:
     from graphc.codegen import jit
 
     symbol, text, header, e = _kernel_module(graph, name)
-    return header + "\n" + _function_ir(jit.optimized_ir(text, None, e.opt, e.unroll), symbol)
+    return (
+        header + "\n" + _function_ir(jit.optimized_ir(text, None, e.opt, e.unroll, e.light), symbol)
+    )
 
 
 def kernel_asm(graph: Graph, name: str) -> str:
@@ -75,7 +78,7 @@ def kernel_asm(graph: Graph, name: str) -> str:
         "#"
         + header[1:]
         + "\n"
-        + _symbol_asm(jit.emit_assembly(text, None, e.opt, e.unroll), symbol)
+        + _symbol_asm(jit.emit_assembly(text, None, e.opt, e.unroll, e.light), symbol)
     )
 
 
