@@ -330,6 +330,19 @@ def test_json_startup_probes(run_json):
     assert "trace" in g and "autodiff" in g
 
 
+def test_table_states_graphcs_cold_and_warm_compile(run_json):
+    from graphc.bench.report import format_result
+
+    text = format_result(run_json)
+    line = next(s for s in text.splitlines() if s.strip().startswith("graphc compile:"))
+    startup = run_json["workloads"][0]["contenders"]["graphc"]["startup"]
+    for phase in ("cold", "warm"):
+        seconds = startup[phase]["compile"]["graphc_seconds"]
+        total, trace = sum(seconds.values()), seconds["trace"]
+        assert f"{phase} {total:.2f}s (trace {trace:.2f}s, passes " in line
+    assert text.count("graphc compile:") == 1  # training only: inference has no probes
+
+
 def test_without_torch_graphc_runs_alone(tmp_path):
     out = tmp_path / "r.json"
     proc = bench(

@@ -147,6 +147,23 @@ def _mflop(x: int | None) -> str:
     return "-" if x is None else f"{x / 1e6:.1f} MFLOP"
 
 
+def _compile_line(startup: dict) -> str | None:
+    """graphc's compile inside its cold and warm first calls: the first call less the
+    step's run, split as trace / the passes / the backend (lowering and LLVM)."""
+    parts = []
+    for phase in ("cold", "warm"):
+        seconds = ((startup.get(phase) or {}).get("compile") or {}).get("graphc_seconds")
+        if not seconds:
+            continue
+        total = sum(seconds.values())
+        trace, backend = seconds.get("trace", 0.0), seconds.get("backend", 0.0)
+        parts.append(
+            f"{phase} {_s(total)} (trace {_s(trace)}, passes {_s(total - trace - backend)}, "
+            f"backend {_s(backend)})"
+        )
+    return "  graphc compile: " + ", ".join(parts) if parts else None
+
+
 def format_result(result: dict) -> str:
     cfg, peak = result["config"], result["peak"]
     lines = [
@@ -221,6 +238,9 @@ def format_workload(w: dict) -> list[str]:
         else:
             row += f"{_s(c['first_call_in_timing_process_s']):>10}"
         lines.append(row)
+    compiled = _compile_line((w["contenders"].get(GRAPHC) or {}).get("startup") or {})
+    if compiled:
+        lines.append(compiled)
     for name, why in w["dropped"].items():
         lines.append(f"  {name}: left out: {why}")
     lines += [f"  note: {n}" for n in w["notes"]]
