@@ -234,11 +234,11 @@ def nonfinite_guard(kf: KernelFunction, operand: str, count: int, elem, exact_lo
     b = kf.builder
     bad = any_nonfinite(b, kf.ptrs[operand], elem, U.i64(0), count)
     with b.if_then(bad, likely=False):
-        b.call(_out_of_line(kf, "exact", exact_loops), [*kf.ptrs.values(), kf.lo, kf.hi])
+        b.call(out_of_line(kf, "exact", exact_loops), [*kf.ptrs.values(), kf.lo, kf.hi])
         b.ret_void()
 
 
-def _out_of_line(kf: KernelFunction, suffix: str, body) -> ir.Function:
+def out_of_line(kf: KernelFunction, suffix: str, body) -> ir.Function:
     """A function `<kernel>.<suffix>` with kf's arguments (its units already clamped) whose
     body is body(k), for a KernelFunction k of its own; compiled without optimisation."""
     fn = ir.Function(kf.fn.module, kf.fn.function_type, f"{kf.fn.name}.{suffix}")

@@ -66,8 +66,9 @@ class _Base:
 
     def emit(self, module, name, roles, elem, target) -> int:
         geo, lanes = self.geo, self.lanes
-        kf = define_kernel(module, name, roles, self.extent, target)
+        kf = self.kf = define_kernel(module, name, roles, self.extent, target)
         b = self.b = kf.builder
+        self.exact_fn = None
         self.elem, self.vt, self.ptrs = elem, U.vec(elem, lanes), kf.ptrs
         chunk = max(1, min(self.extent, SCRATCH_BYTES // (self.per_unit * lanes * 4)))
         scratch_elems = chunk * self.per_unit * lanes
@@ -119,17 +120,34 @@ class _Base:
         return b.icmp_unsigned("!=", mask, ir.Constant(ir.IntType(lanes), 0), name="acc.nonfinite")
 
     def exact(self, u) -> None:
-        """Unit u's outputs by the scalar loops that multiply the padding (conv_generic)."""
-        b, geo = self.b, self.geo
-        o_first, o_end = self.o_range(u)
-        i_first, i_end = self.i_range(u)
-        c = self.in_channel(u)
-        with (
-            U.for_range(b, o_first, o_end, name="dw.exact.o", hints=U.NO_UNROLL) as o,
-            U.for_range(b, i_first, i_end, name="dw.exact.i", hints=U.NO_UNROLL) as i,
-            U.for_range(b, 0, geo.kw, name="dw.exact.j", hints=U.NO_UNROLL) as j,
-        ):
-            conv_generic.weight_grad_output(b, self.ptrs, geo, self.elem, o, c, i, j, exact=True)
+        """Unit u's outputs by the scalar loops that multiply the padding (conv_generic), in
+        a cold function of its own, as conv_generic.nonfinite_guard does it."""
+        if self.exact_fn is None:
+            self.exact_fn = conv_generic.out_of_line(self.kf, "exact", self._exact_units)
+        self.b.call(self.exact_fn, [*self.ptrs.values(), u, self.b.add(u, U.i64(1))])
+
+    def _exact_units(self, k) -> None:
+        """The body of the out-of-line function: units [k.lo, k.hi), emitted through k's
+        builder and pointers (this schedule's decode and ranges use self.b and self.ptrs)."""
+        outer = self.b, self.ptrs
+        self.b, self.ptrs = k.builder, k.ptrs
+        try:
+            with U.for_range(k.builder, k.lo, k.hi, name="dw.exact.u", hints=U.NO_UNROLL) as u:
+                geo = self.geo
+                o_first, o_end = self.o_range(u)
+                i_first, i_end = self.i_range(u)
+                c = self.in_channel(u)
+                b = self.b
+                with (
+                    U.for_range(b, o_first, o_end, name="dw.exact.o", hints=U.NO_UNROLL) as o,
+                    U.for_range(b, i_first, i_end, name="dw.exact.i", hints=U.NO_UNROLL) as i,
+                    U.for_range(b, 0, geo.kw, name="dw.exact.j", hints=U.NO_UNROLL) as j,
+                ):
+                    conv_generic.weight_grad_output(
+                        b, self.ptrs, geo, self.elem, o, c, i, j, exact=True
+                    )
+        finally:
+            self.b, self.ptrs = outer
 
     def o_range(self, u) -> tuple[ir.Value, ir.Value]:
         """[first, end) of the output channels whose gradients unit u owns."""
