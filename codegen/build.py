@@ -33,11 +33,11 @@ SPLIT_MIN_INSTRUCTIONS = 4_000
 ESTIMATED_INSTRUCTIONS = {
     "conv2d": 3_400,
     "conv2d_input_grad": 2_500,
-    "conv2d_weight_grad": 5_200,
+    "conv2d_weight_grad": 4_700,
     "matmul": 900,
 }
 ESTIMATED_OTHER = 300  # elementwise loops and pooling
-ENTRY_PER_KERNEL = 12  # this process writes the entry (Python), per kernel it calls
+ENTRY_PER_KERNEL = 16  # this process writes the entry (Python), per kernel it calls
 JOBS_VAR = "GRAPHC_COMPILE_JOBS"
 KERNELS = "kernels"  # the cache's directory of kernel codes
 
