@@ -10,7 +10,6 @@ A part that fails at any point only means its share is lowered and compiled here
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -37,7 +36,9 @@ ESTIMATED_INSTRUCTIONS = {
     "matmul": 900,
 }
 ESTIMATED_OTHER = 300  # elementwise loops and pooling
-ENTRY_PER_KERNEL = 16  # this process writes the entry (Python), per kernel it calls
+# This process also writes and compiles the entry: 0.21 ms per kernel it calls (ResNet-20,
+# MLP-128), 8.5 units; 12 also covers a forked part's slower start (copy-on-write faults).
+ENTRY_PER_KERNEL = 12
 JOBS_VAR = "GRAPHC_COMPILE_JOBS"
 KERNELS = "kernels"  # the cache's directory of kernel codes
 
@@ -129,29 +130,38 @@ class Build:
             own, forked = self._fork(todo)
             emitted = self._emit(own, progress=True)
             lowering = time.perf_counter() - t1
-            waiting = [w for w in (self._records(b, p, lowering, emitted) for b, p in forked) if w]
-            self.lowered = link_entry(self.lw, self.codes, emitted, self.profile, self.fault)
-            t2 = time.perf_counter()
-            self.processes = 1 + len(waiting)
-            self.label = f"LLVM ({self.processes} processes)" if waiting else "LLVM"
-            self.total = len(emitted) + sum(len(b) for b, _, _ in waiting)
+            self.label = f"LLVM ({1 + len(forked)} processes)" if forked else "LLVM"
+            self.total = len(emitted) + sum(len(b) for b, _ in forked)
             status.update(self.label)
-            # The entry is glue (a call per kernel, run once per step): LLVM's optimisation
-            # would take 0.2 s on ResNet-20's for nothing measurable.
-            symbols = list(self.lowered.codes)
-            entry = jit.emit_object(self.lowered.module, self.target, 0, self.times, symbols)
-            entry_times = dataclasses.replace(self.times)
+            # Our share's LLVM work first, then the parts' records (ready by then: waiting
+            # for them before would idle this process while a part lowers a large share).
+            t2 = time.perf_counter()
             compiled: list[bytes] = []
             for e in emitted:
                 self._compile_here(e, compiled)
             own_seconds = time.perf_counter() - t2
+            lowered_here = len(emitted)
+            waiting = [w for w in (self._records(b, p, lowering, emitted) for b, p in forked) if w]
+            self.processes = 1 + len(waiting)
+            for e in emitted[lowered_here:]:  # the shares of parts that failed
+                self._compile_here(e, compiled)
+            t3 = time.perf_counter()
+            self.lowered = link_entry(self.lw, self.codes, emitted, self.profile, self.fault)
+            # The entry is glue (a call per kernel, run once per step): LLVM's optimisation
+            # would take 0.2 s on ResNet-20's for nothing measurable.
+            symbols = list(self.lowered.codes)
+            entry_times = jit.CompileTimes()
+            entry = jit.emit_object(self.lowered.module, self.target, 0, entry_times, symbols)
+            for name in ("parse", "optimize", "codegen"):
+                setattr(self.times, name, getattr(self.times, name) + getattr(entry_times, name))
+            linking = time.perf_counter() - t3
             for bundles, part, records in waiting:
                 self._collect(bundles, part, records, own_seconds, compiled)
         finally:  # (reaps the children that finished; an error must not leave any running)
             for _, part in forked:
                 part.kill()
         self.objects = [entry] + known_objects + compiled
-        self.timings = {"kernel lookup": t1 - t0, "lower": t2 - t1}
+        self.timings = {"kernel lookup": t1 - t0, "lower": lowering + linking - entry_times.total}
         self.timings["waiting for parts"] = self.waited
         self.report = self._report(len(known), entry_times)
         return self
