@@ -392,7 +392,7 @@ def _rename_inputs(graph: Graph, renames: dict[Node, tuple[str, str]]):
             b.nodes[-1] = new
         else:
             ins = tuple(env[i] for i in n.inputs)
-            new = b.append(n if ins == n.inputs else Node(n.op, ins, n.attrs, n.type, n.loc))
+            new = b.append(n.with_inputs(ins))
         env[n] = new
     return Graph(
         b.nodes, [env[o] for o in graph.outputs], graph.output_names, graph.name, graph.meta

@@ -171,6 +171,21 @@ class Node:
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("IR nodes are immutable; build a new node instead")
 
+    def with_inputs(self, inputs: Sequence[Node]) -> Node:
+        """This node over `inputs` (itself if they are its own). The attributes are shared,
+        frozen already: rewriting a graph's nodes need not sort and freeze them again."""
+        inputs = tuple(inputs)
+        if inputs == self.inputs:
+            return self
+        new = object.__new__(Node)
+        init = object.__setattr__
+        init(new, "op", self.op)
+        init(new, "inputs", inputs)
+        init(new, "attrs", self.attrs)
+        init(new, "type", self.type)
+        init(new, "loc", self.loc)
+        return new
+
     @property
     def shape(self) -> tuple[int, ...]:
         return self.type.shape

@@ -29,9 +29,7 @@ def derive_backward(graph: Graph) -> Graph:
     for node in graph.nodes:
         if node.op != "grad":
             ins = tuple(env[i] for i in node.inputs)
-            env[node] = b.append(
-                node if ins == node.inputs else Node(node.op, ins, node.attrs, node.type, node.loc)
-            )
+            env[node] = b.append(node.with_inputs(ins))
             continue
         if node in env:
             continue

@@ -25,9 +25,7 @@ def rewrite(graph: Graph, rule: Rule) -> Graph:
         b.loc = node.loc  # nodes a rule emits inherit the location of the node they replace
         new = rule(b, node, ins)
         if new is None:
-            new = (
-                node if ins == node.inputs else Node(node.op, ins, node.attrs, node.type, node.loc)
-            )
+            new = node.with_inputs(ins)
             b.append(new)
         elif new.type != node.type:
             raise VerifyError(f"rewrite replaced {node!r} by {new!r} of a different type")
@@ -40,5 +38,5 @@ def rewrite(graph: Graph, rule: Rule) -> Graph:
 
 def copy_node(b: GraphBuilder, node: Node, ins: tuple[Node, ...]) -> Node:
     """Appends `node` (or a copy of it reading `ins`) and returns it."""
-    new = node if ins == node.inputs else Node(node.op, ins, node.attrs, node.type, node.loc)
+    new = node.with_inputs(ins)
     return b.append(new)

@@ -86,3 +86,18 @@ def test_interpreter_runs_and_checks_inputs(rng):
     np.testing.assert_allclose(loss, expect.sum(), rtol=1e-5)
     with pytest.raises(ValueError, match="expects f32\\[2,3\\]"):
         interpret(g, [x.astype(np.float64), w])
+
+
+def test_with_inputs_rewires_a_node_and_keeps_the_rest():
+    g = small_graph()
+    x, w, mm = g.nodes[0], g.nodes[1], g.nodes[2]
+    assert mm.with_inputs([x, w]) is mm  # its own inputs: the node itself
+    b = GraphBuilder("g2")
+    x2 = b.add_input("x2", TensorType((2, 3), F32))
+    w2 = b.add_input("w2", TensorType((4, 3), F32), "param")
+    new = b.append(mm.with_inputs([x2, w2]))
+    assert new is not mm and new.inputs == (x2, w2)
+    assert (new.op, dict(new.attrs), new.type, new.loc) == (mm.op, dict(mm.attrs), mm.type, mm.loc)
+    with pytest.raises(AttributeError, match="immutable"):
+        new.op = "add"
+    verify(b.build([new], ["y"]))

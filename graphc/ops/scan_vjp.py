@@ -236,7 +236,7 @@ def _substitute(graph: Graph, subst: dict[Node, Node], copies: dict[Node, Node])
             env[n] = subst[n]
             continue
         ins = tuple(env.get(i, i) for i in n.inputs)
-        new = n if ins == n.inputs else Node(n.op, ins, n.attrs, n.type, n.loc)
+        new = n.with_inputs(ins)
         if n in copies and new is not n:
             copies[new] = copies[n]
         env[n] = new
