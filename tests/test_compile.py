@@ -239,3 +239,25 @@ def test_threads_calling_one_compiled_function_get_their_own_results():
     for w in workers:
         w.join()
     assert not bad, f"{len(bad)} calls returned another thread's result"
+
+
+def test_a_compile_leaves_the_cycle_collector_as_it_found_it():
+    """Compiling freezes the heap for the collector (gc.freeze) and must unfreeze it, also
+    when tracing fails."""
+    import gc
+
+    before = gc.get_freeze_count()
+
+    @graphc.compile
+    def ok(x):
+        return (x * 2).sum()
+
+    @graphc.compile
+    def broken(x):
+        return x @ graphc.ones(5, 5)  # (3, 4) @ (5, 5): refused while tracing
+
+    ok(graphc.ones(3, 4))
+    assert gc.get_freeze_count() == before and gc.isenabled()
+    with pytest.raises(graphc.GraphcError):
+        broken(graphc.ones(3, 4))
+    assert gc.get_freeze_count() == before and gc.isenabled()
