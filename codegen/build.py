@@ -27,18 +27,18 @@ from graphc.threads import get_num_threads, usable_cores
 # little, but below this one process is done before a second one would help. The work of a
 # bundle is estimated before it is emitted, from its kernels' kinds.
 SPLIT_MIN_INSTRUCTIONS = 4_000
-# Measured per code on ResNet-20 (lower, optimise and machine code, in 25 us units): the
+# Measured per code on ResNet-20 and MLP-128 (lower, optimise, machine code; 25 us units): the
 # weight gradient runs the full O1 pipeline, the other convolutions the light one.
 ESTIMATED_INSTRUCTIONS = {
     "conv2d": 3_400,
     "conv2d_input_grad": 2_500,
     "conv2d_weight_grad": 4_700,
-    "matmul": 900,
+    "matmul": 1_200,
 }
 ESTIMATED_OTHER = 300  # elementwise loops and pooling
 # This process also writes and compiles the entry: 0.21 ms per kernel it calls (ResNet-20,
-# MLP-128), 8.5 units; 12 also covers a forked part's slower start (copy-on-write faults).
-ENTRY_PER_KERNEL = 12
+# MLP-128), 8.5 units.
+ENTRY_PER_KERNEL = 9
 JOBS_VAR = "GRAPHC_COMPILE_JOBS"
 KERNELS = "kernels"  # the cache's directory of kernel codes
 
