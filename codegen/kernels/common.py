@@ -78,6 +78,36 @@ def define_kernel(
     fn = ir.Function(module, fnty, name)
     fn.attributes.add("nounwind")
     U.set_fn_attrs(fn, target.function_attributes)
+    ptrs, lo, hi = _arguments(fn, roles)
+    # `entry` holds only stack slots (irutil.entry_alloca) and the clamping of [lo, hi);
+    # the kernel body starts in `start`, so slots can be added to `entry` at any time.
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    zero, top = U.i64(0), U.i64(extent)
+    lo_c = b.select(b.icmp_signed("<", lo, zero), zero, lo, name="lo.pos")
+    hi_c = b.select(b.icmp_signed(">", hi, top), top, hi, name="hi.cap")
+    _enter_start(b, fn)
+    return KernelFunction(fn, b, ptrs, lo_c, hi_c)
+
+
+def out_of_line(kf: KernelFunction, suffix: str, body) -> ir.Function:
+    """A function `<kernel>.<suffix>` with kf's arguments (its units taken as given: the
+    caller's are clamped already) whose body is body(k), for a KernelFunction k of its own.
+    For code that runs only in rare cases (a convolution's inf/NaN exact loops): internal,
+    cold, never inlined and not optimised, so it costs little compile time."""
+    fn = ir.Function(kf.fn.module, kf.fn.function_type, f"{kf.fn.name}.{suffix}")
+    fn.linkage = "internal"
+    for attr in ("nounwind", "noinline", "optnone", "cold"):
+        fn.attributes.add(attr)
+    ptrs, lo, hi = _arguments(fn, kf.ptrs)
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    _enter_start(b, fn)
+    body(KernelFunction(fn, b, ptrs, lo, hi))
+    b.ret_void()
+    return fn
+
+
+def _arguments(fn: ir.Function, roles) -> tuple[dict[str, ir.Argument], ir.Argument, ir.Argument]:
+    """Names a kernel's arguments (its roles, then lo and hi); its pointers do not alias."""
     ptrs = {}
     for arg, role in zip(fn.args, roles, strict=False):
         arg.name = role
@@ -85,16 +115,14 @@ def define_kernel(
         ptrs[role] = arg
     lo, hi = fn.args[-2], fn.args[-1]
     lo.name, hi.name = "lo", "hi"
-    # `entry` holds only stack slots (irutil.entry_alloca) and the clamping of [lo, hi);
-    # the kernel body starts in `start`, so slots can be added to `entry` at any time.
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
-    zero, top = U.i64(0), U.i64(extent)
-    lo_c = b.select(b.icmp_signed("<", lo, zero), zero, lo, name="lo.pos")
-    hi_c = b.select(b.icmp_signed(">", hi, top), top, hi, name="hi.cap")
+    return ptrs, lo, hi
+
+
+def _enter_start(b: ir.IRBuilder, fn: ir.Function) -> None:
+    """Ends `entry` with a branch to a new block `start`, where b goes on."""
     start = fn.append_basic_block("start")
     b.branch(start)
     b.position_at_end(start)
-    return KernelFunction(fn, b, ptrs, lo_c, hi_c)
 
 
 def check_tiles(tiles, op: str, kinds: tuple[type, ...], lanes: int) -> None:

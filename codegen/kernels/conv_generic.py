@@ -14,7 +14,7 @@ import contextlib
 from llvmlite import ir
 
 from graphc.codegen import irutil as U
-from graphc.codegen.kernels.common import KernelFunction, define_kernel
+from graphc.codegen.kernels.common import KernelFunction, define_kernel, out_of_line
 from graphc.codegen.kernels.epilogue import Epilogue
 from graphc.codegen.target import Target
 from graphc.passes.conv_tiles import ConvGeometry, live_spans
@@ -236,29 +236,6 @@ def nonfinite_guard(kf: KernelFunction, operand: str, count: int, elem, exact_lo
     with b.if_then(bad, likely=False):
         b.call(out_of_line(kf, "exact", exact_loops), [*kf.ptrs.values(), kf.lo, kf.hi])
         b.ret_void()
-
-
-def out_of_line(kf: KernelFunction, suffix: str, body) -> ir.Function:
-    """A function `<kernel>.<suffix>` with kf's arguments (its units already clamped) whose
-    body is body(k), for a KernelFunction k of its own; compiled without optimisation."""
-    fn = ir.Function(kf.fn.module, kf.fn.function_type, f"{kf.fn.name}.{suffix}")
-    fn.linkage = "internal"
-    for attr in ("nounwind", "noinline", "optnone", "cold"):
-        fn.attributes.add(attr)
-    ptrs = {}
-    for arg, role in zip(fn.args, kf.ptrs, strict=False):
-        arg.name = role
-        arg.add_attribute("noalias")
-        ptrs[role] = arg
-    lo, hi = fn.args[-2], fn.args[-1]
-    lo.name, hi.name = "lo", "hi"
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
-    start = fn.append_basic_block("start")  # (entry holds the stack slots, as in define_kernel)
-    b.branch(start)
-    b.position_at_end(start)
-    body(KernelFunction(fn, b, ptrs, lo, hi))
-    b.ret_void()
-    return fn
 
 
 def any_nonfinite(b: ir.IRBuilder, ptr, elem, start, count: int) -> ir.Value:

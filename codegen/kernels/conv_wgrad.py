@@ -30,7 +30,7 @@ from llvmlite import ir
 
 from graphc.codegen import irutil as U
 from graphc.codegen.kernels import conv_generic
-from graphc.codegen.kernels.common import define_kernel, stack_array
+from graphc.codegen.kernels.common import define_kernel, out_of_line, stack_array
 from graphc.codegen.target import Target
 from graphc.passes.conv_tiles import (
     SCRATCH_BYTES,
@@ -123,7 +123,7 @@ class _Base:
         """Unit u's outputs by the scalar loops that multiply the padding (conv_generic), in
         a cold function of its own, as conv_generic.nonfinite_guard does it."""
         if self.exact_fn is None:
-            self.exact_fn = conv_generic.out_of_line(self.kf, "exact", self._exact_units)
+            self.exact_fn = out_of_line(self.kf, "exact", self._exact_units)
         self.b.call(self.exact_fn, [*self.ptrs.values(), u, self.b.add(u, U.i64(1))])
 
     def _exact_units(self, k) -> None:
